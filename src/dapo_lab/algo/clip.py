@@ -1,0 +1,88 @@
+"""Policy-loss clipping choices: symmetric PPO/GRPO clipping and DAPO's decoupled Clip-Higher.
+
+Each is called on one micro-batch and returns the per-token loss ``[B, T]`` (aggregation is a separate
+component, :mod:`dapo_lab.algo.loss_agg`) and metrics averaged over the masked tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dapo_lab.algo import functional as F
+
+
+def _clip_metrics(logp: Tensor, old_logp: Tensor, low: Tensor, high: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    with torch.no_grad():
+        return {
+            "actor/clipfrac_low": F.masked_mean(low.float(), mask),
+            "actor/clipfrac_high": F.masked_mean(high.float(), mask),
+            # k1 estimate of KL(π_old ‖ π_θ) on the rollout's tokens: how far the update moved the policy.
+            "actor/ppo_kl": F.masked_mean((old_logp - logp).float(), mask),
+        }
+
+
+@dataclass(frozen=True)
+class DecoupledClip:
+    """Clip-Higher (DAPO Eq. 10): ``clip(r, 1 − ε_low, 1 + ε_high)`` with ``ε_high > ε_low``.
+
+    Raising only the upper bound lets low-probability tokens gain mass, which keeps entropy from
+    collapsing; the lower bound stays at 0.2 so unlikely tokens are not pushed to zero.
+
+    >>> clip = DecoupledClip(eps_low=0.2, eps_high=0.28)
+    >>> lp = torch.log(torch.tensor([[0.013, 0.5]]))
+    >>> old = torch.log(torch.tensor([[0.01, 0.5]]))
+    >>> loss, metrics = clip(lp, old, torch.tensor([1.0]), torch.ones(1, 2, dtype=torch.bool))
+    >>> loss
+    tensor([[-1.2800, -1.0000]])
+    >>> metrics["actor/clipfrac_high"].item()
+    0.5
+    """
+
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    dual_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eps_low < 1.0:
+            raise ValueError(f"clip.eps_low must be in [0, 1), got {self.eps_low}")
+        if self.eps_high < 0.0:
+            raise ValueError(f"clip.eps_high must be >= 0, got {self.eps_high}")
+        if self.dual_clip is not None and self.dual_clip <= 1.0:
+            raise ValueError(f"clip.dual_clip must be > 1 or null, got {self.dual_clip}")
+
+    def __call__(
+        self, logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-token loss ``[B, T]`` and ``actor/*`` metrics over ``mask``."""
+        loss, low, high = F.clipped_policy_loss(
+            logp, old_logp, advantages, eps_low=self.eps_low, eps_high=self.eps_high, dual_clip=self.dual_clip
+        )
+        return loss, _clip_metrics(logp, old_logp, low, high, mask)
+
+
+@dataclass(frozen=True)
+class SymmetricClip:
+    """PPO/GRPO clipping ``clip(r, 1 − ε, 1 + ε)`` (the ablation's baseline).
+
+    >>> SymmetricClip(eps=0.2).as_decoupled()
+    DecoupledClip(eps_low=0.2, eps_high=0.2, dual_clip=None)
+    """
+
+    eps: float = 0.2
+    dual_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eps < 1.0:
+            raise ValueError(f"clip.eps must be in [0, 1), got {self.eps}")
+
+    def as_decoupled(self) -> DecoupledClip:
+        return DecoupledClip(eps_low=self.eps, eps_high=self.eps, dual_clip=self.dual_clip)
+
+    def __call__(
+        self, logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-token loss ``[B, T]`` and ``actor/*`` metrics over ``mask``."""
+        return self.as_decoupled()(logp, old_logp, advantages, mask)
