@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install dapo-lab with its test/analysis extras on a CPU-only Linux machine.
+# torch is pinned to 2.13.0 in the SAME pip command: without the pin, lightning pulls a multi-GB CUDA torch.
+# GPU users: `pip install -e '.[dev]'` into an environment that already has a CUDA torch >= 2.4.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+export PIP_CACHE_DIR=${PIP_CACHE_DIR:-$PWD/.cache/pip}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[dev,analysis,symbolic,wandb]"
