@@ -1,0 +1,174 @@
+"""Answer extraction and Minerva-style normalisation: DAPO's rule-based grader, as plain string code.
+
+DAPO (arXiv 2503.14476, Eq. 7) rewards a response +1 when its final answer equals the ground truth and
+-1 otherwise. The released grader (verl's ``math_dapo``) reads the last ``Answer: ...`` in the final 300
+characters, normalises both sides with Minerva's ``normalize_final_answer`` (Lewkowycz et al. 2022) and
+compares the strings. This module re-implements that rule; it is pure Python (regex and ``str``
+methods), so it is fast and cannot hang on hostile text: the response is cut to 300 characters first.
+
+Where this differs from verl's ``normalize_final_answer`` (each change only makes equal answers equal):
+
+- ``\\left`` / ``\\right`` are dropped (``\\left( 3, \\pi \\right)`` = ``(3,\\pi)``);
+- a number is written canonically: ``045`` -> ``45``, ``.5`` -> ``0.5``, ``27.0`` -> ``27``
+  (AIME answers are zero-padded in some copies, AMC answers are floats);
+- thousands separators are removed only from numbers shaped like ``1,234,567``; verl removes every
+  comma from digit strings, so there ``1,2,3`` = ``123``;
+- the ``\\frac12`` / ``\\sqrt2`` shorthand is expanded only for a single letter or digit.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+#: DAPO reads only this many characters at the end of a response (verl's ``solution_str[-300:]``).
+ANSWER_WINDOW = 300
+
+_ANSWER_RE = re.compile(r"Answer\s*:\s*([^\n]+)", re.IGNORECASE)
+
+# Minerva's rewrite table, applied in order, then the words and marks it deletes. The deletion list is
+# plain substring removal, exactly as in the paper's grader (so "feet" also goes from "feetball").
+_SUBSTITUTIONS: tuple[tuple[str, str], ...] = (
+    ("an ", ""), ("a ", ""), (".$", "$"), ("\\$", ""), ("\\ ", ""), (" ", ""), ("mbox", "text"),
+    (",\\text{and}", ","), ("\\text{and}", ","), ("\\text{m}", "\\text{}"),
+)  # fmt: skip
+_UNIT_WORDS: tuple[str, ...] = (
+    "square", "ways", "integers", "dollars", "mph", "inches", "hours", "km", "units", "\\ldots", "sue",
+    "points", "feet", "minutes", "digits", "cents", "degrees", "cm", "gm", "pounds", "meters", "meals",
+    "edges", "students", "childrentickets", "multiples",
+)  # fmt: skip
+_REMOVED_MARKS: tuple[str, ...] = (
+    "\\text{s}", "\\text{.}", "\\text{\ns}", "\\text{}^2", "\\text{}^3", "\\text{\n}", "\\text{}",
+    "\\mathrm{th}", "^\\circ", "^{\\circ}", "\\;", ",\\!", "{,}", '"', "\\dots",
+)  # fmt: skip
+
+_FIRST_MATH_SPAN = re.compile(r".*?\$(.*?)\$.*")
+_UNWRAP = (
+    re.compile(r"\\text\{(.*?)\}"),
+    re.compile(r"\\textbf\{(.*?)\}"),
+    re.compile(r"\\overline\{(.*?)\}"),
+    re.compile(r"\\boxed\{(.*)\}"),
+)
+_LEFT_RIGHT = re.compile(r"\\(?:left|right)(?![a-zA-Z])")
+_FRAC_SHORT = re.compile(r"\\frac([a-zA-Z0-9])([a-zA-Z0-9])")
+_FRAC_HALF_SHORT = re.compile(r"\\frac([a-zA-Z0-9])(?=\{)")
+_FRAC_DEN_SHORT = re.compile(r"(\\frac\{[^{}]*\})([a-zA-Z0-9])")
+_SQRT_SHORT = re.compile(r"\\sqrt([a-zA-Z0-9])")
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
+_NUMBER = re.compile(r"^([+-]?)(\d*)(?:\.(\d*))?$")
+
+
+def extract_dapo_answer(response: str) -> str | None:
+    """The text after the last ``Answer:`` in the final 300 characters, or None (DAPO's extraction).
+
+    >>> extract_dapo_answer("so x = 3.\\nAnswer: $3$")
+    '$3$'
+    >>> extract_dapo_answer("Answer: 1\\nWait, I was wrong.\\nanswer : 2")
+    '2'
+    >>> extract_dapo_answer("Answer: 7" + "." * 300) is None  # only the last 300 characters count
+    True
+    """
+    matches = _ANSWER_RE.findall(response[-ANSWER_WINDOW:])
+    return matches[-1].strip() if matches else None
+
+
+def last_boxed_only_string(text: str) -> str | None:
+    """The last ``\\boxed{...}`` in ``text`` (braces matched, nested ones included), or None.
+
+    >>> last_boxed_only_string(r"so \\boxed{1} or rather \\boxed{\\frac{1}{2}}.")
+    '\\\\boxed{\\\\frac{1}{2}}'
+    >>> last_boxed_only_string(r"\\boxed{1") is None  # unclosed
+    True
+    """
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth = 0
+    for i in range(start + len("\\boxed"), len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start : i + 1]
+    return None
+
+
+def remove_boxed(boxed: str) -> str:
+    """The content of ``\\boxed{content}``; raises ValueError on anything else.
+
+    >>> remove_boxed(r"\\boxed{\\frac{1}{2}}")
+    '\\\\frac{1}{2}'
+    """
+    if not (boxed.startswith("\\boxed{") and boxed.endswith("}")):
+        raise ValueError(f"not a \\boxed{{...}} string: {boxed[:50]!r}")
+    return boxed[len("\\boxed{") : -1]
+
+
+def extract_answer(response: str, *, accept_boxed: bool = False) -> str | None:
+    """DAPO's ``Answer:`` extraction; with ``accept_boxed``, else the last ``\\boxed{}`` in the window.
+
+    >>> extract_answer(r"... so the answer is $\\boxed{\\frac{1}{2}}$.", accept_boxed=True)
+    '\\\\frac{1}{2}'
+    >>> extract_answer(r"... so the answer is $\\boxed{\\frac{1}{2}}$.") is None
+    True
+    """
+    answer = extract_dapo_answer(response)
+    if answer is None and accept_boxed:
+        boxed = last_boxed_only_string(response[-ANSWER_WINDOW:])
+        answer = remove_boxed(boxed).strip() if boxed is not None else None
+    return answer
+
+
+def canonical_number(text: str) -> str | None:
+    """``text`` as a canonical decimal if it is a plain number (``045`` -> ``45``), else None.
+
+    >>> [canonical_number(s) for s in ["045", ".5", "-0.50", "27.0", "+3", "-0", "1e5", "."]]
+    ['45', '0.5', '-0.5', '27', '3', '0', None, None]
+    """
+    m = _NUMBER.match(text)
+    if m is None or not (m.group(2) or m.group(3)):
+        return None
+    sign, whole, frac = m.group(1), m.group(2).lstrip("0") or "0", (m.group(3) or "").rstrip("0")
+    number = f"{whole}.{frac}" if frac else whole
+    return "-" + number if sign == "-" and number != "0" else number
+
+
+def normalize_final_answer(answer: str) -> str:
+    """Minerva's normalisation of a final answer (see the module docstring for the few additions).
+
+    >>> normalize_final_answer(r"x = \\frac12 \\text{ cm}")
+    '\\\\frac{1}{2}'
+    >>> normalize_final_answer(r"$\\boxed{1,000}$ dollars")
+    '1000'
+    >>> normalize_final_answer(r"\\left( 3, \\frac{\\pi}{2} \\right)")
+    '(3,\\\\frac{\\\\pi}{2})'
+    >>> normalize_final_answer("045"), normalize_final_answer("27.0"), normalize_final_answer(".5")
+    ('45', '27', '0.5')
+    """
+    answer = answer.split("=")[-1]
+    for before, after in _SUBSTITUTIONS:
+        answer = answer.replace(before, after)
+    for word in _UNIT_WORDS + _REMOVED_MARKS:
+        answer = answer.replace(word, "")
+
+    answer = _FIRST_MATH_SPAN.sub(r"$\1$", answer)
+    for wrapper in _UNWRAP:
+        answer = wrapper.sub(r"\1", answer)
+    answer = _LEFT_RIGHT.sub("", answer)
+
+    answer = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", answer)
+    answer = _FRAC_HALF_SHORT.sub(r"\\frac{\1}", answer)
+    answer = _FRAC_DEN_SHORT.sub(r"\1{\2}", answer)
+    answer = _SQRT_SHORT.sub(r"\\sqrt{\1}", answer)
+    answer = answer.replace("$", "").strip()
+
+    if _THOUSANDS.match(answer):
+        answer = answer.replace(",", "")
+    return canonical_number(answer) or answer
+
+
+@lru_cache(maxsize=8192)
+def normalize_ground_truth(ground_truth: str) -> str:
+    """``normalize_final_answer`` memoised: a batch repeats each ground truth once per sample."""
+    return normalize_final_answer(ground_truth)
