@@ -1,0 +1,75 @@
+"""Groups of ``G`` scored responses to one prompt, and their assembly into a padded training batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dapo_lab.rollout.base import RolloutOutput
+
+
+@dataclass
+class Group:
+    """One prompt's ``G`` responses with their scores (everything on CPU; rows padded to this round's R)."""
+
+    prompt_ids: list[int]
+    response_ids: Tensor  # [G, R]
+    response_mask: Tensor  # bool [G, R]
+    engine_logprobs: Tensor  # [G, R]
+    truncated: Tensor  # bool [G]
+    rewards: Tensor  # [G] shaped (rule-based + overlong penalty)
+    correct: Tensor  # bool [G]
+    in_loss: Tensor  # bool [G] (False: removed from the loss by overlong filtering)
+
+
+def split_groups(out: RolloutOutput, group_size: int, rewards: Tensor, correct: Tensor, in_loss: Tensor) -> list[Group]:
+    """Cut a rollout of ``prompts × G`` rows into groups."""
+    groups = []
+    for start in range(0, len(out), group_size):
+        rows = slice(start, start + group_size)
+        groups.append(Group(out.prompt_ids[start], out.response_ids[rows], out.response_mask[rows],
+                            out.logprobs[rows], out.truncated[rows], rewards[rows], correct[rows], in_loss[rows]))
+    return groups
+
+
+@dataclass
+class TrainBatch:
+    """``N = groups × G`` rows, grouped contiguously, padded to a common ``R``."""
+
+    prompt_ids: list[list[int]]
+    response_ids: Tensor  # [N, R]
+    response_mask: Tensor  # bool [N, R]
+    engine_logprobs: Tensor  # [N, R]
+    truncated: Tensor  # bool [N]
+    rewards: Tensor  # [N]
+    correct: Tensor  # bool [N]
+    in_loss: Tensor  # bool [N]
+
+    def __len__(self) -> int:
+        return self.response_ids.shape[0]
+
+    @property
+    def loss_mask(self) -> Tensor:
+        """``bool [N, R]``: response tokens of responses that stay in the loss."""
+        return self.response_mask & self.in_loss[:, None]
+
+
+def assemble(groups: list[Group], pad_id: int) -> TrainBatch:
+    width = max(g.response_ids.shape[1] for g in groups)
+
+    def cat(name: str, value) -> Tensor:
+        parts = [getattr(g, name) for g in groups]
+        return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1]), value=value) for p in parts])
+
+    return TrainBatch(
+        prompt_ids=[g.prompt_ids for g in groups for _ in range(g.response_ids.shape[0])],
+        response_ids=cat("response_ids", pad_id),
+        response_mask=cat("response_mask", False),
+        engine_logprobs=cat("engine_logprobs", 0.0),
+        truncated=torch.cat([g.truncated for g in groups]),
+        rewards=torch.cat([g.rewards for g in groups]),
+        correct=torch.cat([g.correct for g in groups]),
+        in_loss=torch.cat([g.in_loss for g in groups]),
+    )

