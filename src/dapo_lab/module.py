@@ -212,7 +212,6 @@ class DAPOModule(L.LightningModule):
 
     def _update(self, batch: TrainBatch, old_logp: Tensor, ref_logp: Tensor | None, advantages: Tensor) -> list[dict]:
         b, opt = self.batch_cfg, self.optimizers()
-        loss_mask = batch.loss_mask
         rows_per_mini = b.mini_batch_prompts * b.group_size
         gen = torch.Generator().manual_seed(self._step_seed(10_000))
         plan = [perm.split(rows_per_mini) for perm in (torch.randperm(len(batch), generator=gen)
@@ -220,28 +219,8 @@ class DAPOModule(L.LightningModule):
         minis = [m for epoch in plan for m in epoch]
         updates = []
         for i, mini in enumerate(minis):
-            mini_mask = loss_mask[mini]
-            global_tokens = _all_reduce_sum(mini_mask.sum().to(self.device))
-            global_seqs = _all_reduce_sum((mini_mask.sum(-1) > 0).sum().to(self.device))
             opt.zero_grad(set_to_none=True)
-            stats: dict[str, float] = {}
-            for rows in mini.split(b.micro_batch_size):
-                lm = loss_mask[rows].to(self.device)
-                logp, _ = self._logprobs(self.model, batch, rows)
-                token_loss, clip_metrics = self.clip(logp, old_logp[rows].to(self.device),
-                                                     advantages[rows].to(self.device), lm)
-                pg_loss = self.loss_agg(token_loss, lm, global_tokens=global_tokens, global_seqs=global_seqs)
-                loss = pg_loss
-                if ref_logp is not None and (kl_term := self.kl.token_loss(logp, ref_logp[rows].to(self.device))) is not None:
-                    kl_loss = self.loss_agg(kl_term, lm, global_tokens=global_tokens, global_seqs=global_seqs)
-                    loss = loss + kl_loss
-                    stats["actor/kl_loss"] = stats.get("actor/kl_loss", 0.0) + kl_loss.item()
-                # DDP averages gradients over ranks; the global denominators already did that division.
-                self.manual_backward(loss * _world_size())
-                weight = lm.sum().item() / max(mini_mask.sum().item(), 1)
-                stats["actor/pg_loss"] = stats.get("actor/pg_loss", 0.0) + pg_loss.item()
-                for k, v in clip_metrics.items():
-                    stats[k] = stats.get(k, 0.0) + v.item() * weight
+            stats = self.accumulate_gradients(batch, mini, old_logp, ref_logp, advantages)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
             stats["actor/grad_norm"] = grad_norm.item()
             if i == len(minis) - 1:
@@ -250,6 +229,40 @@ class DAPOModule(L.LightningModule):
                 opt.optimizer.step()
             updates.append(stats)
         return updates
+
+    def accumulate_gradients(self, batch: TrainBatch, mini: Tensor, old_logp: Tensor, ref_logp: Tensor | None,
+                             advantages: Tensor) -> dict[str, float]:
+        """Backward over the micro-batches of one mini-batch (rows ``mini``); grads sum to the mini-batch's."""
+        loss_mask = batch.loss_mask
+        mini_mask = loss_mask[mini]
+        global_tokens = _all_reduce_sum(mini_mask.sum().to(self.device))
+        global_seqs = _all_reduce_sum((mini_mask.sum(-1) > 0).sum().to(self.device))
+        stats: dict[str, float] = {}
+        for rows in mini.split(self.batch_cfg.micro_batch_size):
+            lm = loss_mask[rows].to(self.device)
+            logp, _ = self._logprobs(self.model, batch, rows)
+            token_loss, clip_metrics = self.clip(logp, old_logp[rows].to(self.device),
+                                                 advantages[rows].to(self.device), lm)
+            pg_loss = self.loss_agg(token_loss, lm, global_tokens=global_tokens, global_seqs=global_seqs)
+            loss = pg_loss
+            kl_term = None if ref_logp is None else self.kl.token_loss(logp, ref_logp[rows].to(self.device))
+            if kl_term is not None:
+                kl_loss = self.loss_agg(kl_term, lm, global_tokens=global_tokens, global_seqs=global_seqs)
+                loss = loss + kl_loss
+                stats["actor/kl_loss"] = stats.get("actor/kl_loss", 0.0) + kl_loss.item()
+            # DDP averages gradients over ranks; the global denominators already did that division.
+            self._backward(loss * _world_size())
+            weight = lm.sum().item() / max(mini_mask.sum().item(), 1)
+            stats["actor/pg_loss"] = stats.get("actor/pg_loss", 0.0) + pg_loss.item()
+            for k, v in clip_metrics.items():
+                stats[k] = stats.get(k, 0.0) + v.item() * weight
+        return stats
+
+    def _backward(self, loss: Tensor) -> None:
+        if self._trainer is not None:
+            self.manual_backward(loss)
+        else:  # used outside a Trainer (tests, notebooks)
+            loss.backward()
 
     def _finish_step(self, metrics: dict[str, float], updates: list[dict], t_start: float) -> None:
         if updates:
@@ -263,9 +276,7 @@ class DAPOModule(L.LightningModule):
         if metrics.get("time/generate"):
             metrics["perf/rollout_tokens_per_s"] = metrics["rollout/tokens"] / metrics["time/generate"]
         self.lr_schedulers().step()
-        self.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False, prog_bar=False,
-                      batch_size=1)
-        self.log("train/acc", metrics.get("train/acc", float("nan")), prog_bar=True, on_step=True, batch_size=1)
+        self._log_at_step(metrics)
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, indices: Tensor, _batch_idx: int) -> None:
@@ -305,5 +316,12 @@ class DAPOModule(L.LightningModule):
         }
         if self.eval_cfg.greedy:
             metrics["eval/greedy_acc"] = sum(r["greedy"] for r in rows) / n
-        metrics = {key: float(v) for key, v in metrics.items() if not math.isnan(v)}
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=1)
+        self._log_at_step({key: float(v) for key, v in metrics.items() if not math.isnan(v)})
+
+    def _log_at_step(self, metrics: dict[str, float]) -> None:
+        """Log at ``step`` = DAPO steps completed (0 = the starting policy), which Lightning's own step
+        bookkeeping does not give under manual optimization; ``self.log`` still feeds callbacks/progress bar."""
+        metrics = {k: float(v) for k, v in metrics.items()}
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
+        self.log_dict(metrics, logger=False, batch_size=1)
