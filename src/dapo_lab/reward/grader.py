@@ -7,7 +7,9 @@ normalisation of both sides, exact string comparison. Pure Python, no process, n
 
 Mode ``"symbolic"`` reads the same answer (or, when there is no ``Answer:``, the last ``\\boxed{}`` in
 the window); when the normalised strings differ, sympy decides (``0.5`` = ``\\frac{1}{2}``), in a
-killable worker with a hard time bound. Two different integers skip sympy: they are different.
+killable worker with a hard time bound. Two different integers skip sympy: they are different. An
+equation that Minerva's "keep the text after the last =" would cut (``5x+4=0`` -> ``0``) also goes to
+sympy, so in this mode ``0`` does not match it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dapo_lab.reward.checker import SymbolicChecker
-from dapo_lab.reward.normalize import extract_answer, normalize_final_answer, normalize_ground_truth
+from dapo_lab.reward.normalize import (
+    drops_equation,
+    extract_answer,
+    normalize_final_answer,
+    normalize_ground_truth,
+)
 
 Mode = Literal["dapo", "symbolic"]
 GradeStatus = Literal["correct", "wrong", "no_answer", "parse_failure", "timeout"]
@@ -86,9 +93,15 @@ def grade_batch(
             grades[i] = _grade(None, "no_answer")
             continue
         answer, target = normalize_final_answer(extracted), normalize_ground_truth(truth)
-        if answer == target:
+        if mode == "dapo":
+            grades[i] = _grade(extracted, "correct" if answer == target else "wrong")
+        elif extracted.strip() == truth.strip():
             grades[i] = _grade(extracted, "correct")
-        elif mode == "dapo" or (_is_integer(answer) and _is_integer(target)):
+        elif drops_equation(extracted) or drops_equation(truth):  # "5x+4=0" is not "0": ask sympy
+            pending.append(i)
+        elif answer == target:
+            grades[i] = _grade(extracted, "correct")
+        elif _is_integer(answer) and _is_integer(target):
             grades[i] = _grade(extracted, "wrong")
         else:
             pending.append(i)

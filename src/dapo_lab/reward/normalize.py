@@ -54,8 +54,8 @@ _FRAC_SHORT = re.compile(r"\\frac([a-zA-Z0-9])([a-zA-Z0-9])")
 _FRAC_HALF_SHORT = re.compile(r"\\frac([a-zA-Z0-9])(?=\{)")
 _FRAC_DEN_SHORT = re.compile(r"(\\frac\{[^{}]*\})([a-zA-Z0-9])")
 _SQRT_SHORT = re.compile(r"\\sqrt([a-zA-Z0-9])")
-_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
-_NUMBER = re.compile(r"^([+-]?)(\d*)(?:\.(\d*))?$")
+_THOUSANDS = re.compile(r"^[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?$")
+_NUMBER = re.compile(r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$")
 
 
 def extract_dapo_answer(response: str) -> str | None:
@@ -166,6 +166,24 @@ def normalize_final_answer(answer: str) -> str:
     if _THOUSANDS.match(answer):
         answer = answer.replace(",", "")
     return canonical_number(answer) or answer
+
+
+_ASSIGNED_NAME = re.compile(r"^\\?[a-zA-Z]+(?:_\{?[a-zA-Z0-9]+\}?)?(?:\([a-zA-Z]\))?$")
+
+
+def drops_equation(answer: str) -> bool:
+    """Whether keeping only the text after the last ``=`` loses an equation, not just a name.
+
+    Minerva's rule reads ``x = 5`` as ``5`` (right), but also ``5x + 4 = 0`` as ``0`` (a false match
+    with the answer ``0`` in mode "dapo", kept there because it is the paper's grader).
+
+    >>> drops_equation("x = 5"), drops_equation(r"$\\theta_1=\\pi$"), drops_equation("5x - 7y + 4 = 0")
+    (False, False, True)
+    """
+    if "=" not in answer:
+        return False
+    name = answer.rsplit("=", 1)[0].replace("$", "").replace(" ", "")
+    return _ASSIGNED_NAME.match(name) is None
 
 
 @lru_cache(maxsize=8192)

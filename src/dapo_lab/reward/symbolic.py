@@ -134,15 +134,57 @@ _BARE_INF = re.compile(r"(?<![\\a-zA-Z])(?:infinity|inf)(?![a-zA-Z])")
 _BARE_SQRT = re.compile(r"(?<![\\a-zA-Z])sqrt\s*\(")
 
 
+_OPERAND = re.compile(r"\s*[+-]?\s*(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+|\\?[a-zA-Z]+)")
+_CLOSING = {"(": ")", "{": "}", "[": "]"}
+
+
+def _end_of_group(text: str, start: int) -> int:
+    """Index after the bracket group opening at ``start`` (len(text) if it never closes)."""
+    opening, depth = text[start], 0
+    for i in range(start, len(text)):
+        if text[i] == opening:
+            depth += 1
+        elif text[i] == _CLOSING[opening]:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return len(text)
+
+
+def _end_of_operand(text: str, start: int) -> int:
+    """Index after the exponent operand starting at ``start``: an atom or a group, with its own powers."""
+    m = _OPERAND.match(text, start)
+    if m is not None:
+        end = m.end()
+    else:
+        end = start + len(text[start:]) - len(text[start:].lstrip())
+        if end >= len(text) or text[end] not in _CLOSING:
+            return start
+        end = _end_of_group(text, end)
+    while text.startswith("^{", end):
+        end = _end_of_group(text, end + 1)
+    return end
+
+
+def _power_to_latex(text: str) -> str:
+    # Python's ** binds to the right (2**3**2 = 2**9); LaTeX's ^ needs braces to say so.
+    while (p := text.rfind("**")) >= 0:
+        end = _end_of_operand(text, p + 2)
+        text = text[:p] + "^{" + text[p + 2 : end].strip() + "}" + text[end:]
+    return text
+
+
 def plain_to_latex(text: str) -> str:
     """Rewrite plain-math spellings that the LaTeX grammar would misread.
 
     >>> plain_to_latex("sqrt(2)/2 + pi*x**2")
-    '\\\\sqrt{2}/2 + \\\\pi*x^2'
+    '\\\\sqrt{2}/2 + \\\\pi*x^{2}'
+    >>> plain_to_latex("2**3**(1+1)")
+    '2^{3^{(1+1)}}'
     """
     for symbol, latex in _UNICODE.items():
         text = text.replace(symbol, latex)
-    text = text.replace("**", "^")
+    text = _power_to_latex(text)
     text = _BARE_PI.sub(r"\\pi", text)
     text = _BARE_INF.sub(r"\\infty", text)
     while (m := _BARE_SQRT.search(text)) is not None:
@@ -177,6 +219,8 @@ def _parse_or_none(text: str) -> sympy.Basic | None:
         try:
             check_text(candidate)
             expr = _latex_to_sympy(candidate)
+            if isinstance(expr, sympy.MatrixBase):  # vectors, matrices: immutable, so cacheable
+                expr = sympy.ImmutableMatrix(expr)
             if isinstance(expr, sympy.Basic):
                 check_tree(expr)
                 return expr
