@@ -42,4 +42,34 @@ def make_module(**overrides) -> DAPOModule:
 def make_trainer(tmp_path, steps: int = 2, **kwargs) -> L.Trainer:
     return L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=L.pytorch.loggers.CSVLogger(tmp_path),
                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     enable_checkpointing=False, log_every_n_steps=1, **kwargs)
+                     log_every_n_steps=1, **kwargs)
+
+
+def parity_reward(response: str, ground_truth: str) -> float:
+    """A deterministic content-based reward that makes groups informative even for an untrained model."""
+    return 1.0 if sum(map(ord, response)) % 2 else -1.0
+
+
+class ScriptedReward:
+    """Correctness from a script: call ``i`` marks group ``g`` all-right, all-wrong or mixed (``"R" / "W" / "M"``)."""
+
+    def __init__(self, script: list[str], group_size: int) -> None:
+        self.script, self.group_size, self.calls = list(script), group_size, 0
+
+    def score_batch(self, responses, ground_truths):
+        pattern = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        correct = []
+        for kind in pattern:
+            correct += {"R": [True] * self.group_size, "W": [False] * self.group_size,
+                        "M": [True] + [False] * (self.group_size - 1)}[kind]
+        assert len(correct) == len(responses)
+        return [1.0 if c else -1.0 for c in correct], correct, {}
+
+
+def favour_eos(module: DAPOModule, logit_boost: float = 4.0) -> None:
+    """Raise the EOS logit so that some responses end before the limit and others are truncated."""
+    with torch.no_grad():
+        head = module.model.lm_head.weight
+        hidden = module.model.model.norm.weight
+        head[module.tokenizer.eos_token_id] = hidden.sign() * logit_boost / hidden.numel() ** 0.5

@@ -1,0 +1,107 @@
+"""The DAPO step: exact gradient accumulation, dynamic sampling, overlong filtering, parameter updates, resume."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from helpers import ScriptedReward, favour_eos, make_module, make_trainer, parity_reward
+
+from dapo_lab.algo import KeepAll, OverlongFilter, SeqMeanTokenMean, SeqMeanTokenSumNorm, TokenMean
+from dapo_lab.groups import assemble
+from dapo_lab.reward import FunctionReward
+
+
+@pytest.mark.parametrize("loss", [TokenMean(), SeqMeanTokenMean(), SeqMeanTokenSumNorm(norm_len=12)])
+def test_micro_batches_give_the_mini_batch_gradient(loss):
+    module = make_module(loss=loss, sampling=KeepAll(), reward=FunctionReward(parity_reward))
+    favour_eos(module)  # responses of different lengths: the case where per-micro-batch means go wrong
+    groups, _ = module.collect_groups()
+    batch = assemble(groups, module.pad_id)
+    assert batch.response_mask.sum(-1).unique().numel() > 1
+    old_logp, _, _ = module._score_batch(batch)
+    advantages = torch.randn(len(batch), generator=torch.Generator().manual_seed(0))
+    old_logp = old_logp - 0.3 * torch.rand(old_logp.shape, generator=torch.Generator().manual_seed(1))  # clip binds
+    rows = torch.arange(len(batch))
+
+    def grads(micro: int) -> list[torch.Tensor]:
+        object.__setattr__(module.batch_cfg, "micro_batch_size", micro)
+        module.model.zero_grad(set_to_none=True)
+        module.accumulate_gradients(batch, rows, old_logp, None, advantages)
+        return [p.grad.clone() for p in module.model.parameters()]
+
+    whole, pieces = grads(len(batch)), grads(3)
+    for a, b in zip(whole, pieces):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in whole)
+
+
+def test_dynamic_sampling_refills_and_carries_surplus():
+    module = make_module(reward=ScriptedReward(["MMWR", "MMMM", "MRMW"], group_size=4))
+    groups, m = module.collect_groups()  # round 1 keeps 2, round 2 keeps 4 → 6: batch 4, surplus 2
+    assert (m["sampling/num_gen_batches"], len(groups), len(module.surplus)) == (2, 4, 2)
+    surplus = list(module.surplus)
+    groups, m = module.collect_groups()  # starts from the 2 carried, one round keeps 2 more
+    assert m["sampling/carried_groups"] == 2 and m["sampling/num_gen_batches"] == 1
+    assert groups[:2] == surplus and len(groups) == 4 and m["sampling/bound_hit"] == 0.0
+
+
+def test_dynamic_sampling_bound_never_crashes(tmp_path):
+    module = make_module(reward=ScriptedReward(["RRWW"], group_size=4), sampling={"max_gen_batches": 3})
+    groups, m = module.collect_groups()
+    assert groups == [] and m["sampling/num_gen_batches"] == 3 and m["sampling/bound_hit"] == 1.0
+    trainer = make_trainer(tmp_path, steps=1)
+    trainer.fit(module)  # nothing informative: the step logs and moves on
+    assert trainer.global_step == 1
+
+
+def test_keep_all_trains_on_uninformative_groups():
+    module = make_module(reward=ScriptedReward(["RRWW"], group_size=4), sampling=KeepAll())
+    groups, m = module.collect_groups()
+    assert len(groups) == 4 and m["sampling/num_gen_batches"] == 1
+
+
+def test_overlong_filter_masks_exactly_the_truncated():
+    module = make_module(overlong=OverlongFilter(), sampling=KeepAll())
+    favour_eos(module, logit_boost=3.0)
+    batch = assemble(module.collect_groups()[0], module.pad_id)
+    assert 0 < batch.truncated.sum() < len(batch)
+    assert torch.equal(batch.in_loss, ~batch.truncated)
+    assert not batch.loss_mask[batch.truncated].any()
+    assert torch.equal(batch.loss_mask[~batch.truncated], batch.response_mask[~batch.truncated])
+
+
+def test_every_parameter_moves_after_one_step(tmp_path):
+    module = make_module(reward=FunctionReward(parity_reward), sampling=KeepAll())
+    before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+    make_trainer(tmp_path, steps=1).fit(module)
+    unchanged = [n for n, p in module.model.named_parameters() if torch.equal(p, before[n])]
+    assert unchanged == []
+
+
+def _metrics(path) -> pd.DataFrame:
+    df = pd.read_csv(next(path.rglob("metrics.csv")))
+    return df[df["actor/pg_loss"].notna()].set_index("step")
+
+
+def test_resume_continues_like_an_uninterrupted_run(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def run(out, steps, ckpt=None):
+        module = make_module(reward=FunctionReward(parity_reward), sampling={"max_gen_batches": 3})
+        trainer = make_trainer(out, steps=steps)
+        trainer.callbacks.append(ModelCheckpoint(dirpath=out / "ckpt", save_last=True, save_top_k=0))
+        trainer.checkpoint_callback  # noqa: B018
+        trainer.fit(module, ckpt_path=ckpt)
+        return trainer
+
+    straight = tmp_path / "straight"
+    run(straight, 4)
+    first = tmp_path / "first"
+    run(first, 2)
+    second = tmp_path / "second"
+    run(second, 4, ckpt=str(first / "ckpt" / "last.ckpt"))
+    a, b = _metrics(straight), _metrics(second)
+    assert list(b.index) == [3, 4]
+    for col in ["rollout/acc", "train/entropy", "actor/pg_loss", "sampling/num_gen_batches", "actor/grad_norm"]:
+        assert a.loc[[3, 4], col].tolist() == pytest.approx(b.loc[[3, 4], col].tolist(), rel=1e-5), col
