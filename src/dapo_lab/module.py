@@ -33,6 +33,7 @@ from dapo_lab.policy import response_logprobs
 from dapo_lab.prompt_stream import PromptStream
 from dapo_lab.rollout.base import SamplingParams
 from dapo_lab.settings import BatchSettings, EvalSettings, GenerationSettings, OptimSettings
+from dapo_lab.strategy import sync_gradients
 
 
 def _all_reduce_sum(value: Tensor) -> Tensor:
@@ -44,6 +45,10 @@ def _all_reduce_sum(value: Tensor) -> Tensor:
 
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class DAPOModule(L.LightningModule):
@@ -87,13 +92,15 @@ class DAPOModule(L.LightningModule):
         return [opt], [{"scheduler": sched, "interval": "step"}]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["dapo_state"] = {"stream": self.stream.state_dict(), "surplus": self.surplus}
+        # Plain dicts of tensors and lists: loadable with torch.load(weights_only=True).
+        checkpoint["dapo_state"] = {"stream": self.stream.state_dict(),
+                                    "surplus": [vars(g).copy() for g in self.surplus]}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("dapo_state", {})
         if "stream" in state:
             self.stream.load_state_dict(state["stream"])
-        self.surplus = state.get("surplus", [])
+        self.surplus = [Group(**g) for g in state.get("surplus", [])]
 
     def prompt_ids(self, split: str, index: int) -> list[int]:
         key = (split, index)
@@ -107,12 +114,13 @@ class DAPOModule(L.LightningModule):
                                            skip_special_tokens=True)
 
     def _step_seed(self, round_index: int) -> int:
-        return (self.seed * 1_000_003 + self.global_step * 1009 + round_index) % (2**31)
+        return (self.seed * 1_000_003 + self.global_step * 1009 + round_index * 7 + _rank() * 7919) % (2**31)
 
     # ------------------------------------------------------------------ rollout + dynamic sampling
     def _generate_round(self, round_index: int) -> tuple[list[Group], dict[str, float]]:
         b = self.batch_cfg
-        indices = self.stream.take(b.gen_prompts)
+        # One global order of prompts; each rank takes its own slice of every round.
+        indices = self.stream.take(b.gen_prompts * _world_size())[_rank() * b.gen_prompts :][: b.gen_prompts]
         params = SamplingParams(temperature=self.gen_cfg.temperature, top_p=self.gen_cfg.top_p,
                                 max_new_tokens=self.gen_cfg.max_new_tokens, n=b.group_size,
                                 seed=self._step_seed(round_index))
@@ -183,8 +191,12 @@ class DAPOModule(L.LightningModule):
     def training_step(self, _batch: Any, _batch_idx: int) -> None:
         t_start = time.perf_counter()
         groups, metrics = self.collect_groups()
-        if not groups:  # the bound hit with nothing informative: log it, skip the update, never crash
+        global_groups = _all_reduce_sum(torch.tensor(len(groups), device=self.device)).item()
+        if global_groups == 0:  # the bound hit with nothing informative anywhere: log it, skip, never crash
             self._finish_step(metrics, updates=[], t_start=t_start)
+            return
+        if not groups:  # this rank found nothing but others did: take part in their updates with zero grads
+            self._finish_step(metrics, self._update(None, None, None, None), t_start)
             return
         batch = assemble(groups, self.pad_id)
         t0 = time.perf_counter()
@@ -210,17 +222,24 @@ class DAPOModule(L.LightningModule):
             metrics["time/update"], 1e-9)
         self._finish_step(metrics, updates, t_start)
 
-    def _update(self, batch: TrainBatch, old_logp: Tensor, ref_logp: Tensor | None, advantages: Tensor) -> list[dict]:
+    def _update(self, batch: TrainBatch | None, old_logp: Tensor | None, ref_logp: Tensor | None,
+                advantages: Tensor | None) -> list[dict]:
         b, opt = self.batch_cfg, self.optimizers()
-        rows_per_mini = b.mini_batch_prompts * b.group_size
         gen = torch.Generator().manual_seed(self._step_seed(10_000))
-        plan = [perm.split(rows_per_mini) for perm in (torch.randperm(len(batch), generator=gen)
-                                                       for _ in range(b.ppo_epochs))]
-        minis = [m for epoch in plan for m in epoch]
+        size = 0 if batch is None else len(batch)
+        # A fixed number of updates per epoch, whatever dynamic sampling collected, so that every rank
+        # steps the optimizer the same number of times (a short batch gives smaller mini-batches).
+        per_epoch = b.prompts_per_step // b.mini_batch_prompts
+        minis = [mini for _ in range(b.ppo_epochs)
+                 for mini in torch.randperm(size, generator=gen).tensor_split(per_epoch)]
         updates = []
         for i, mini in enumerate(minis):
             opt.zero_grad(set_to_none=True)
-            stats = self.accumulate_gradients(batch, mini, old_logp, ref_logp, advantages)
+            stats = {} if batch is None else self.accumulate_gradients(batch, mini, old_logp, ref_logp, advantages)
+            if batch is None:  # keep the collectives of accumulate_gradients in step with the other ranks
+                _all_reduce_sum(torch.zeros((), dtype=torch.long, device=self.device))
+                _all_reduce_sum(torch.zeros((), dtype=torch.long, device=self.device))
+            sync_gradients(self.model.parameters())
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
             stats["actor/grad_norm"] = grad_norm.item()
             if i == len(minis) - 1:
@@ -250,8 +269,9 @@ class DAPOModule(L.LightningModule):
                 kl_loss = self.loss_agg(kl_term, lm, global_tokens=global_tokens, global_seqs=global_seqs)
                 loss = loss + kl_loss
                 stats["actor/kl_loss"] = stats.get("actor/kl_loss", 0.0) + kl_loss.item()
-            # DDP averages gradients over ranks; the global denominators already did that division.
-            self._backward(loss * _world_size())
+            # Ranks' gradients are summed (not averaged) in sync_gradients: the global denominators make
+            # each rank's loss its share of the mini-batch loss.
+            self._backward(loss)
             weight = lm.sum().item() / max(mini_mask.sum().item(), 1)
             stats["actor/pg_loss"] = stats.get("actor/pg_loss", 0.0) + pg_loss.item()
             for k, v in clip_metrics.items():
@@ -303,19 +323,20 @@ class DAPOModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         rows, self._eval_rows = self._eval_rows, []
-        if not rows:
-            return
         k = self.eval_cfg.k
-        n = len(rows)
+        # Each rank evaluated its shard of the eval split: sum the per-prompt statistics over ranks.
+        sums = torch.tensor([[r["correct"], pass_at_k(k, int(r["correct"]), k), r["len"], r["truncated"],
+                              r["greedy"] if self.eval_cfg.greedy else 0.0, 1.0] for r in rows] or [[0.0] * 6],
+                            dtype=torch.float64).sum(0)
+        correct, passed, length, truncated, greedy, n = _all_reduce_sum(sums.to(self.device)).tolist()
+        if n == 0:
+            return
         metrics = {
-            f"eval/avg@{k}": sum(r["correct"] for r in rows) / (n * k),
-            f"eval/pass@{k}": sum(pass_at_k(k, int(r["correct"]), k) for r in rows) / n,
-            "eval/response_len_mean": sum(r["len"] for r in rows) / n,
-            "eval/truncated_frac": sum(r["truncated"] for r in rows) / n,
-            "eval/num_prompts": float(n),
+            f"eval/avg@{k}": correct / (n * k), f"eval/pass@{k}": passed / n,
+            "eval/response_len_mean": length / n, "eval/truncated_frac": truncated / n, "eval/num_prompts": n,
         }
         if self.eval_cfg.greedy:
-            metrics["eval/greedy_acc"] = sum(r["greedy"] for r in rows) / n
+            metrics["eval/greedy_acc"] = greedy / n
         self._log_at_step({key: float(v) for key, v in metrics.items() if not math.isnan(v)})
 
     def _log_at_step(self, metrics: dict[str, float]) -> None:
