@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dapo_lab.reward.normalize import (
     ANSWER_WINDOW,
+    _first_math_span,
+    _unwrap_boxed_to_last_brace,
+    _unwrap_to_first_brace,
     canonical_number,
     drops_equation,
     extract_answer,
@@ -156,3 +163,19 @@ def test_boxed_is_only_a_fallback_and_only_in_symbolic_extraction():
 )  # fmt: skip
 def test_drops_equation(text, expected):
     assert drops_equation(text) is expected
+
+
+# The paper's regexes are quadratic on long hostile lines; ours are linear rewrites that must agree.
+_PIECES = st.sampled_from(["\\text{", "\\textbf{", "\\overline{", "\\boxed{", "{", "}", "$", "a", "1", "\n", " "])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=25).map("".join))
+def test_linear_rewrites_agree_with_the_minerva_regexes(text):
+    for command in ("\\text", "\\textbf", "\\overline"):
+        expected = re.sub(re.escape(command) + r"\{(.*?)\}", r"\1", text)
+        assert _unwrap_to_first_brace(text, command) == expected
+    boxed = "\n".join(_unwrap_boxed_to_last_brace(line) for line in text.split("\n"))
+    assert boxed == re.sub(r"(\\boxed\{)(.*)(\})", r"\2", text)
+    spans = "\n".join(_first_math_span(line) for line in text.split("\n"))
+    assert spans == re.sub(r"(.*?)(\$)(.*?)(\$)(.*)", "$\\3$", text)

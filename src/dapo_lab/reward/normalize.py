@@ -42,13 +42,6 @@ _REMOVED_MARKS: tuple[str, ...] = (
     "\\mathrm{th}", "^\\circ", "^{\\circ}", "\\;", ",\\!", "{,}", '"', "\\dots",
 )  # fmt: skip
 
-_FIRST_MATH_SPAN = re.compile(r".*?\$(.*?)\$.*")
-_UNWRAP = (
-    re.compile(r"\\text\{(.*?)\}"),
-    re.compile(r"\\textbf\{(.*?)\}"),
-    re.compile(r"\\overline\{(.*?)\}"),
-    re.compile(r"\\boxed\{(.*)\}"),
-)
 _LEFT_RIGHT = re.compile(r"\\(?:left|right)(?![a-zA-Z])")
 _FRAC_SHORT = re.compile(r"\\frac([a-zA-Z0-9])([a-zA-Z0-9])")
 _FRAC_HALF_SHORT = re.compile(r"\\frac([a-zA-Z0-9])(?=\{)")
@@ -56,6 +49,40 @@ _FRAC_DEN_SHORT = re.compile(r"(\\frac\{[^{}]*\})([a-zA-Z0-9])")
 _SQRT_SHORT = re.compile(r"\\sqrt([a-zA-Z0-9])")
 _THOUSANDS = re.compile(r"^[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?$")
 _NUMBER = re.compile(r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$")
+
+
+def _unwrap_to_first_brace(text: str, command: str) -> str:
+    # re.sub(r"\\command\{(.*?)\}", r"\1", text) in linear time: the regex rescans the rest of the line
+    # for every unclosed "\command{", which is quadratic on hostile text.
+    prefix, out, pos = command + "{", [], 0
+    while (start := text.find(prefix, pos)) >= 0:
+        close = text.find("}", start + len(prefix))
+        if close < 0:
+            break
+        newline = text.find("\n", start + len(prefix), close)
+        if newline >= 0:  # "." stops at a newline: nothing on this line from here on can match
+            out.append(text[pos : newline + 1])
+            pos = newline + 1
+            continue
+        out.append(text[pos:start] + text[start + len(prefix) : close])
+        pos = close + 1
+    return "".join(out) + text[pos:]
+
+
+def _unwrap_boxed_to_last_brace(line: str) -> str:
+    # re.sub(r"\\boxed\{(.*)\}", r"\1", line) for one line: the greedy match runs to its last "}".
+    start, close = line.find("\\boxed{"), line.rfind("}")
+    if start < 0 or close < start + len("\\boxed{"):
+        return line
+    return line[:start] + line[start + len("\\boxed{") : close] + line[close + 1 :]
+
+
+def _first_math_span(line: str) -> str:
+    # Minerva's re.sub(r"(.*?)(\$)(.*?)(\$)(.*)", "$\\3$", ...) per line, in linear time (the regex is
+    # quadratic on a long line without two dollars).
+    first = line.find("$")
+    second = line.find("$", first + 1) if first >= 0 else -1
+    return line if second < 0 else line[first : second + 1]
 
 
 def extract_dapo_answer(response: str) -> str | None:
@@ -152,9 +179,10 @@ def normalize_final_answer(answer: str) -> str:
     for word in _UNIT_WORDS + _REMOVED_MARKS:
         answer = answer.replace(word, "")
 
-    answer = _FIRST_MATH_SPAN.sub(r"$\1$", answer)
-    for wrapper in _UNWRAP:
-        answer = wrapper.sub(r"\1", answer)
+    answer = "\n".join(_first_math_span(line) for line in answer.split("\n"))
+    for command in ("\\text", "\\textbf", "\\overline"):
+        answer = _unwrap_to_first_brace(answer, command)
+    answer = "\n".join(_unwrap_boxed_to_last_brace(line) for line in answer.split("\n"))
     answer = _LEFT_RIGHT.sub("", answer)
 
     answer = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", answer)
