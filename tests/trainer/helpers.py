@@ -40,9 +40,9 @@ def make_module(**overrides) -> DAPOModule:
 
 
 def make_trainer(tmp_path, steps: int = 2, **kwargs) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=L.pytorch.loggers.CSVLogger(tmp_path),
-                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     log_every_n_steps=1, **kwargs)
+    args = dict(accelerator="cpu", devices=1, max_steps=steps, logger=L.pytorch.loggers.CSVLogger(tmp_path),
+                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1)
+    return L.Trainer(**{**args, **kwargs})
 
 
 def parity_reward(response: str, ground_truth: str) -> float:
