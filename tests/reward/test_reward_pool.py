@@ -7,7 +7,7 @@ that no signal can stop), ``os._exit`` (a worker dying), ``builtins.bytearray`` 
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import os
 import pickle
 import time
 
@@ -63,15 +63,39 @@ def test_memory_limit_turns_a_memory_hog_into_an_error():
         assert outcomes[1] == Outcome("ok", bytearray(3))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_close_stops_every_worker():
-    before = set(mp.active_children())
     pool = TimeoutPool("operator:add", workers=2, timeout_s=5.0)
+    assert pool.pids == []
     assert [o.value for o in pool.map([(1, 1)])] == [2]
-    assert len(set(mp.active_children()) - before) == 2
+    pids = pool.pids
+    assert len(pids) == 2 and all(_alive(pid) for pid in pids)
     pool.close()
-    assert set(mp.active_children()) - before == set()
+    assert pool.pids == [] and not any(_alive(pid) for pid in pids)
     assert [o.value for o in pool.map([(2, 2)])] == [4]  # a closed pool restarts on use
     pool.close()
+
+
+def test_a_timed_out_worker_is_gone_not_orphaned():
+    with TimeoutPool("time:sleep", workers=1, timeout_s=0.5) as pool:
+        pool.map([(0,)])
+        (pid,) = pool.pids
+        assert pool.map([(60,)])[0].status == "timeout"
+        assert not _alive(pid) and len(pool.pids) == 1 and pool.pids != [pid]
+
+
+def test_workers_do_not_inherit_the_parents_main_module_or_torch():
+    # spawn/forkserver would re-import the parent's __main__ (here pytest; in training train.py and torch)
+    with TimeoutPool("sys:modules.__contains__", workers=1, timeout_s=10.0) as pool:
+        outcomes = pool.map([("pytest",), ("torch",), ("dapo_lab.reward.pool",)])
+    assert [o.value for o in outcomes] == [False, False, True]
 
 
 def test_pickling_carries_settings_not_processes():

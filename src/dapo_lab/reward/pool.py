@@ -6,19 +6,28 @@ here is its own process with its own pipe; the parent waits on all pipes with th
 timeout, kills a worker that overruns, and starts a replacement. A worker that dies (segfault, memory
 limit) is replaced the same way and its task reported as ``"crash"``.
 
-Workers start with the ``forkserver`` method where the platform has it (else ``spawn``), never ``fork``:
-the trainer process holds torch and CUDA threads, which a forked child would inherit half-locked.
+Workers are fresh interpreters (``subprocess`` + exec, POSIX), never ``fork``: the trainer process holds
+torch and CUDA threads, which a forked child would inherit half-locked. Simplified from a
+multiprocessing ``spawn``/``forkserver`` context on purpose: those re-import the parent's ``__main__``
+in every worker (for ``train.py``: torch, lightning, CUDA libraries; seconds and hundreds of MB per
+worker and per replacement). A worker here imports only the function it runs; it gets the parent's
+``sys.path``, so it finds what the parent finds.
 """
 
 from __future__ import annotations
 
 import importlib
-import multiprocessing as mp
+import json
+import os
+import subprocess
+import sys
+import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing import Pipe
 from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
@@ -58,13 +67,25 @@ def resolve(path: str) -> Callable[..., Any]:
     return obj
 
 
-def _worker_main(conn: Connection, fn_path: str, memory_limit_mb: int | None) -> None:
+def _virtual_memory_bytes() -> int:
+    with open("/proc/self/statm") as f:  # Linux; elsewhere the limit is absolute
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _worker_main(fd: int) -> None:
+    """Worker process: receive the function's path, import it, then answer tasks until told to stop."""
+    conn = Connection(fd)
+    fn_path, memory_limit_mb = conn.recv()
+    fn = resolve(fn_path)  # imports everything the function needs before the first deadline starts
     if memory_limit_mb is not None:
         import resource
 
-        limit = memory_limit_mb * 2**20
+        try:
+            base = _virtual_memory_bytes()
+        except OSError:
+            base = 0
+        limit = base + memory_limit_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    fn = resolve(fn_path)
     conn.send("ready")
     while (task := conn.recv()) is not None:
         try:
@@ -73,21 +94,30 @@ def _worker_main(conn: Connection, fn_path: str, memory_limit_mb: int | None) ->
             conn.send(("error", None, type(e).__name__))
 
 
+_BOOT = (  # argv: the pipe's file descriptor, the parent's sys.path
+    "import sys, json; sys.path[:0] = json.loads(sys.argv[2]); "
+    "from dapo_lab.reward.pool import _worker_main; _worker_main(int(sys.argv[1]))"
+)
+
+
 class _Worker:
-    def __init__(self, ctx: Any, fn_path: str, memory_limit_mb: int | None) -> None:
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, fn_path, memory_limit_mb), daemon=True)
-        self.proc.start()
+    def __init__(self, fn_path: str, memory_limit_mb: int | None) -> None:
+        self.conn, child = Pipe(duplex=True)
+        fd = child.fileno()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _BOOT, str(fd), json.dumps(sys.path)], pass_fds=(fd,), stdin=subprocess.DEVNULL
+        )
         child.close()
+        self.conn.send((fn_path, memory_limit_mb))
         self.ready = False
         self.started = time.monotonic()
         self.task: int | None = None
         self.deadline = 0.0
 
     def kill(self) -> None:
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.join(timeout=5.0)
+        self.proc.wait(timeout=5.0)
         self.conn.close()
 
 
@@ -98,7 +128,10 @@ def _shutdown(workers: list[_Worker]) -> None:
         except OSError:
             pass
     for w in workers:
-        w.proc.join(timeout=1.0)
+        try:
+            w.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
         w.kill()
     workers.clear()
 
@@ -119,7 +152,6 @@ class TimeoutPool:
         workers: int = 2,
         timeout_s: float = 2.0,
         memory_limit_mb: int | None = 2048,
-        start_method: str | None = None,
         startup_timeout_s: float = 120.0,
     ) -> None:
         if workers < 1:
@@ -128,17 +160,18 @@ class TimeoutPool:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.fn, self.workers, self.timeout_s = fn, workers, timeout_s
         self.memory_limit_mb, self.startup_timeout_s = memory_limit_mb, startup_timeout_s
-        self.start_method = start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         self._procs: list[_Worker] = []
+        self._lock = threading.Lock()  # one map() at a time: workers and their pipes are not shared
         self._finalizer = weakref.finalize(self, _shutdown, self._procs)
 
     # Pickling (e.g. a config object copied to another process) carries the settings, not the processes.
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_procs", "_finalizer")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_procs", "_lock", "_finalizer")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._procs = []
+        self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _shutdown, self._procs)
 
     def __enter__(self) -> TimeoutPool:
@@ -149,10 +182,16 @@ class TimeoutPool:
 
     def close(self) -> None:
         """Stop all worker processes (the pool restarts them if used again)."""
-        _shutdown(self._procs)
+        with self._lock:
+            _shutdown(self._procs)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running workers (empty before first use and after ``close()``)."""
+        return [w.proc.pid for w in self._procs if w.proc.poll() is None]
 
     def _spawn(self) -> _Worker:
-        return _Worker(mp.get_context(self.start_method), self.fn, self.memory_limit_mb)
+        return _Worker(self.fn, self.memory_limit_mb)
 
     def _replace(self, w: _Worker) -> None:
         w.kill()
@@ -160,7 +199,11 @@ class TimeoutPool:
 
     def map(self, tasks: Sequence[tuple[Any, ...]]) -> list[Outcome]:
         """One Outcome per task, in order. Never raises for a task's fault; raises RuntimeError only
-        when a worker cannot even start within ``startup_timeout_s``."""
+        when a worker cannot even start within ``startup_timeout_s``. Thread-safe (calls queue up)."""
+        with self._lock:
+            return self._map(tasks)
+
+    def _map(self, tasks: Sequence[tuple[Any, ...]]) -> list[Outcome]:
         while len(self._procs) < self.workers:
             self._procs.append(self._spawn())
         results: list[Outcome | None] = [None] * len(tasks)
@@ -189,9 +232,12 @@ class TimeoutPool:
                 try:
                     msg = w.conn.recv()
                 except (EOFError, OSError):  # the process died: report its task, start another
-                    w.proc.join(timeout=1.0)
+                    try:
+                        w.proc.wait(timeout=1.0)
+                    except subprocess.TimeoutExpired:
+                        pass
                     if w.task is not None:
-                        results[w.task] = Outcome("crash", error=f"worker exit code {w.proc.exitcode}")
+                        results[w.task] = Outcome("crash", error=f"worker exit code {w.proc.returncode}")
                     elif not w.ready:
                         raise RuntimeError(f"reward worker for {self.fn!r} died while starting") from None
                     self._replace(w)

@@ -25,10 +25,17 @@ from functools import lru_cache
 from typing import Literal
 
 import sympy
+from latex2sympy2_extended import latex2sympy
+from latex2sympy2_extended.math_normalization import NormalizationConfig
+from math_verify import verify
+from math_verify.grader import should_treat_as_complex
 
 from dapo_lab.reward.normalize import normalize_final_answer
 
 Verdict = Literal["equal", "different", "parse_failure"]
+
+# math-verify warns once that its own (SIGALRM) timeout is off: it is, on purpose (see checker.py).
+logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 MAX_CHARS = 1000
 MAX_DEPTH = 40
@@ -198,18 +205,16 @@ def plain_to_latex(text: str) -> str:
     return text
 
 
-def _latex_to_sympy(text: str) -> sympy.Basic:
-    from latex2sympy2_extended import latex2sympy
-    from latex2sympy2_extended.math_normalization import NormalizationConfig
-    from math_verify.grader import should_treat_as_complex
+_LATEX_CONFIG = NormalizationConfig(basic_latex=True, units=True, malformed_operators=True, nits=True)
 
-    config = NormalizationConfig(basic_latex=True, units=True, malformed_operators=True, nits=True)
+
+def _latex_to_sympy(text: str) -> sympy.Basic:
     percent = _PERCENT.match(text)
     if percent is not None:
         # math-verify's percentage form: X% is X * UnevaluatedExpr(1/100)
         number = sympy.Number(percent.group(1))
         return sympy.Mul(number, sympy.UnevaluatedExpr(sympy.Rational(1, 100)), evaluate=False)
-    return latex2sympy(text, normalization_config=config, is_real=not should_treat_as_complex(text))
+    return latex2sympy(text, normalization_config=_LATEX_CONFIG, is_real=not should_treat_as_complex(text))
 
 
 @lru_cache(maxsize=4096)
@@ -256,9 +261,6 @@ def check_pair(answer: str, ground_truth: str) -> Verdict:
     >>> check_pair("9^{9^{9^{9}}}", "1")
     'parse_failure'
     """
-    from math_verify import verify
-
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that we bound time ourselves
     try:
         gold, pred = parse_math(ground_truth), parse_math(answer)
     except ParseFailure:
