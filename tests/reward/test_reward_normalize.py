@@ -60,6 +60,9 @@ NORMALISATION = [
     (r"x \rightarrow 1", r"x\rightarrow1"),
     # \frac / \sqrt shorthand
     (r"\frac12", r"\frac{1}{2}"),
+    (r"\dfrac12", r"\dfrac{1}{2}"),
+    (r"\tfrac1{2}", r"\tfrac{1}{2}"),
+    (r"\frac\pi2", r"\frac\pi2"),
     (r"\frac1{10}", r"\frac{1}{10}"),
     (r"\frac{10}3", r"\frac{10}{3}"),
     (r"\sqrt2", r"\sqrt{2}"),

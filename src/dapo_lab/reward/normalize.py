@@ -43,9 +43,9 @@ _REMOVED_MARKS: tuple[str, ...] = (
 )  # fmt: skip
 
 _LEFT_RIGHT = re.compile(r"\\(?:left|right)(?![a-zA-Z])")
-_FRAC_SHORT = re.compile(r"\\frac([a-zA-Z0-9])([a-zA-Z0-9])")
-_FRAC_HALF_SHORT = re.compile(r"\\frac([a-zA-Z0-9])(?=\{)")
-_FRAC_DEN_SHORT = re.compile(r"(\\frac\{[^{}]*\})([a-zA-Z0-9])")
+_FRAC_SHORT = re.compile(r"(\\[dt]?frac)([a-zA-Z0-9])([a-zA-Z0-9])")
+_FRAC_HALF_SHORT = re.compile(r"(\\[dt]?frac)([a-zA-Z0-9])(?=\{)")
+_FRAC_DEN_SHORT = re.compile(r"(\\[dt]?frac\{[^{}]*\})([a-zA-Z0-9])")
 _SQRT_SHORT = re.compile(r"\\sqrt([a-zA-Z0-9])")
 _THOUSANDS = re.compile(r"^[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?$")
 _NUMBER = re.compile(r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$")
@@ -185,8 +185,8 @@ def normalize_final_answer(answer: str) -> str:
     answer = "\n".join(_unwrap_boxed_to_last_brace(line) for line in answer.split("\n"))
     answer = _LEFT_RIGHT.sub("", answer)
 
-    answer = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", answer)
-    answer = _FRAC_HALF_SHORT.sub(r"\\frac{\1}", answer)
+    answer = _FRAC_SHORT.sub(r"\1{\2}{\3}", answer)
+    answer = _FRAC_HALF_SHORT.sub(r"\1{\2}", answer)
     answer = _FRAC_DEN_SHORT.sub(r"\1{\2}", answer)
     answer = _SQRT_SHORT.sub(r"\\sqrt{\1}", answer)
     answer = answer.replace("$", "").strip()
