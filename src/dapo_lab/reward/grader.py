@@ -14,6 +14,7 @@ sympy, so in this mode ``0`` does not match it.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from dapo_lab.reward.normalize import (
 Mode = Literal["dapo", "symbolic"]
 GradeStatus = Literal["correct", "wrong", "no_answer", "parse_failure", "timeout"]
 MODES: tuple[str, ...] = ("dapo", "symbolic")
+_INTEGER = re.compile(r"-?[0-9]+")
 _STATUS_OF_VERDICT: dict[str, GradeStatus] = {
     "equal": "correct",
     "different": "wrong",
@@ -55,7 +57,7 @@ def _grade(extracted: str | None, status: GradeStatus, symbolic: bool = False) -
 
 
 def _is_integer(s: str) -> bool:
-    return s.lstrip("-").isdigit() and s.isascii()
+    return _INTEGER.fullmatch(s) is not None
 
 
 def _check_mode(mode: str) -> None:
