@@ -85,6 +85,25 @@ def test_symbolic_grade_says_how_it_decided(checker):
     assert by_sympy.status == "correct" and two_integers.status == "wrong"
 
 
+def test_plain_numbers_and_fractions_are_decided_exactly_without_workers():
+    # a checker that must not be called: these pairs never reach sympy
+    class NoSympy(SymbolicChecker):
+        def check(self, pairs):
+            raise AssertionError(f"sent to sympy: {pairs}")
+
+    pairs = [("0.5", r"\frac{1}{2}"), ("2/4", r"\dfrac{1}{2}"), (r"\frac{2}{3}", "2/3"),
+             (r"\frac{2}{3}", r"\frac{3}{2}"), ("7", "7.0"), ("3", "-3"), ("5/2", "2")]  # fmt: skip
+    grades = grade_batch(
+        [respond(a) for a, _ in pairs], [t for _, t in pairs], mode="symbolic", checker=NoSympy(workers=0)
+    )
+    assert [g.correct for g in grades] == [True, True, True, False, True, False, False]
+
+
+def test_decimals_that_differ_still_go_to_sympy_for_its_rounding(checker):
+    (g,) = grade_batch([respond("0.3333333")], ["1/3"], mode="symbolic", checker=checker)
+    assert (g.correct, g.symbolic) == (True, True)
+
+
 def test_parse_failures_are_incorrect_and_counted(checker):
     grades = grade_batch([respond("I do not know."), respond("3")], ["3", "3"], mode="symbolic", checker=checker)
     assert [g.status for g in grades] == ["parse_failure", "correct"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from dapo_lab.reward.normalize import (
     _first_math_span,
     _unwrap_boxed_to_last_brace,
     _unwrap_to_first_brace,
+    as_rational,
     canonical_number,
     drops_equation,
     extract_answer,
@@ -106,6 +108,21 @@ def test_normalisation_keeps_different_answers_different(a, b):
 @pytest.mark.parametrize("text,expected", [("5", "5"), ("0", "0"), ("-0.0", "0"), ("007.100", "7.1"), ("1.", "1")])
 def test_canonical_number(text, expected):
     assert canonical_number(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("7", Fraction(7)), ("-0.125", Fraction(-1, 8)), (r"\frac{6}{8}", Fraction(3, 4)),
+     (r"\dfrac{-1}{3}", Fraction(-1, 3)), (r"-\tfrac{1}{3}", Fraction(-1, 3)), ("10/4", Fraction(5, 2)),
+     ("-1/-2", Fraction(1, 2))],
+)  # fmt: skip
+def test_as_rational(text, expected):
+    assert as_rational(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1/0", r"\frac{1}{0}", "x/2", r"\frac{\pi}{2}", "1/2/3", "1e5", "1" * 101, "50\\%"])
+def test_as_rational_refuses_everything_else(text):
+    assert as_rational(text) is None
 
 
 @pytest.mark.parametrize("text", ["", "-", ".", "1e3", "1/2", "0x10", "1,000", "١٢"])

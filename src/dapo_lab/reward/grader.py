@@ -7,7 +7,8 @@ normalisation of both sides, exact string comparison. Pure Python, no process, n
 
 Mode ``"symbolic"`` reads the same answer (or, when there is no ``Answer:``, the last ``\\boxed{}`` in
 the window); when the normalised strings differ, sympy decides (``0.5`` = ``\\frac{1}{2}``), in a
-killable worker with a hard time bound. Two different integers skip sympy: they are different. An
+killable worker with a hard time bound. Plain numbers and fractions skip sympy (exact ``Fraction``
+arithmetic, same verdict), and so do two different integers. An
 equation that Minerva's "keep the text after the last =" would cut (``5x+4=0`` -> ``0``) also goes to
 sympy, so in this mode ``0`` does not match it.
 """
@@ -22,6 +23,7 @@ from typing import Literal
 
 from dapo_lab.reward.checker import SymbolicChecker
 from dapo_lab.reward.normalize import (
+    as_rational,
     drops_equation,
     extract_answer,
     normalize_final_answer,
@@ -42,7 +44,8 @@ _STATUS_OF_VERDICT: dict[str, GradeStatus] = {
 
 @dataclass(frozen=True)
 class Grade:
-    """The verdict on one response. ``symbolic`` says sympy (not string equality) decided it."""
+    """The verdict on one response. ``symbolic``: decided by mathematical equivalence (exact fractions or
+    sympy), not by string equality."""
 
     correct: bool
     score: float
@@ -58,6 +61,18 @@ def _grade(extracted: str | None, status: GradeStatus, symbolic: bool = False) -
 
 def _is_integer(s: str) -> bool:
     return _INTEGER.fullmatch(s) is not None
+
+
+def _exact_verdict(answer: str, target: str) -> GradeStatus | None:
+    # Integers, decimals and fractions compare exactly here, without a process or sympy, with sympy's
+    # verdict: equal values are equal; different ones are different unless a decimal is involved (then
+    # math-verify's rounding to 6 places decides, e.g. 0.3333333 = 1/3).
+    a, t = as_rational(answer), as_rational(target)
+    if a is None or t is None:
+        return None
+    if a == t:
+        return "correct"
+    return "wrong" if "." not in answer + target else None
 
 
 def _check_mode(mode: str) -> None:
@@ -105,6 +120,8 @@ def grade_batch(
             grades[i] = _grade(extracted, "correct")
         elif _is_integer(answer) and _is_integer(target):
             grades[i] = _grade(extracted, "wrong")
+        elif (exact := _exact_verdict(answer, target)) is not None:
+            grades[i] = _grade(extracted, exact, symbolic=True)
         else:
             pending.append(i)
 
@@ -148,7 +165,8 @@ def grade(response: str, ground_truth: str, *, mode: Mode = "dapo", checker: Sym
 
 
 def summarize(grades: Sequence[Grade]) -> dict[str, float]:
-    """Batch metrics: accuracy, fraction without an answer, sympy counts (timeouts, parse failures).
+    """Batch metrics: accuracy, fraction without an answer, and counts of the responses decided by
+    equivalence (``symbolic_checks``), rescued by it (``symbolic_rescued``), timed out, or unparsable.
 
     >>> summarize(grade_batch(["Answer: 3", "Answer: 4", "nothing"], ["3", "3", "3"]))["reward/accuracy"]
     0.3333333333333333

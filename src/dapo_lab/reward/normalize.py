@@ -19,6 +19,7 @@ Where this differs from verl's ``normalize_final_answer`` (each change only make
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from functools import lru_cache
 
 #: DAPO reads only this many characters at the end of a response (verl's ``solution_str[-300:]``).
@@ -159,6 +160,27 @@ def canonical_number(text: str) -> str | None:
     sign, whole, frac = m.group(1), m.group(2).lstrip("0") or "0", (m.group(3) or "").rstrip("0")
     number = f"{whole}.{frac}" if frac else whole
     return "-" + number if sign == "-" and number != "0" else number
+
+
+_FRACTION = re.compile(r"(-?)(?:\\[dt]?frac\{(-?[0-9]+)\}\{(-?[0-9]+)\}|(-?[0-9]+)/(-?[0-9]+))")
+
+
+def as_rational(text: str) -> Fraction | None:
+    """The exact value of a plainly written number (``-3``, ``0.25``, ``\\frac{1}{4}``, ``1/4``), else None.
+
+    >>> as_rational(r"-\\frac{3}{6}"), as_rational("0.50"), as_rational("2/-4"), as_rational("x/2")
+    (Fraction(-1, 2), Fraction(1, 2), Fraction(-1, 2), None)
+    """
+    if len(text) > 100:  # int() of thousands of digits is slow, and refused by Python >= 3.11
+        return None
+    m = _FRACTION.fullmatch(text)
+    if m is not None:
+        sign, num, den = m.group(1), m.group(2) or m.group(4), m.group(3) or m.group(5)
+        if int(den) == 0:
+            return None
+        return Fraction(int(num), int(den)) * (-1 if sign else 1)
+    number = canonical_number(text)
+    return Fraction(number) if number is not None else None
 
 
 def normalize_final_answer(answer: str) -> str:
