@@ -7,6 +7,12 @@ Command (from the repo root):  .venv/bin/python experiments/bench_reward.py
 Responses are ~2,000 characters: a MATH-500 solution (``../shared/data``; synthetic text without it)
 cut to length, ending with ``Answer: <x>``; half carry their row's answer, half another row's. Mode
 "symbolic" starts cold (fresh worker caches) after its workers are up; start-up is timed separately.
+
+Measured 2025-11-26 on the 2 shared CPU cores of the dev box (load average ~3 from other jobs):
+dapo 47,105 responses/s (33k-69k over three runs, one process); symbolic 249 responses/s (2 workers;
+285 of 1,000 decided by equivalence, 0 timeouts). MATH-500: own answer correct 500/500 in both modes;
+dapo matches 12 pairs of distinct answers, 11 the same value and 1 false ("0" = "5x - 7y + 11z + 4 = 0",
+the paper's keep-after-"=" rule); symbolic: 0 false matches over 1,992 shifted pairs.
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ def bench_symbolic(rows: list[tuple[str, str]], n: int, workers: int) -> tuple[f
     reward = MathReward(mode="symbolic", workers=workers, timeout_s=2.0)
     try:
         start = time.perf_counter()
-        reward.score_batch(["Answer: 0.5"], ["1/2"])  # starts the workers
+        reward.score_batch(["Answer: x+1"], ["1+x"])  # goes to sympy: starts the workers
         startup = time.perf_counter() - start
         responses, truths = make_batch(rows, n, seed=100)
         start = time.perf_counter()
@@ -119,7 +125,7 @@ def main() -> None:
     rate, startup, metrics = bench_symbolic(rows, args.n_symbolic, args.workers)
     print(
         f"symbolic: {rate:,.0f} responses/s ({args.workers} workers, {args.n_symbolic} x {LENGTH} chars, cold caches; "
-        f"worker start {startup:.1f} s); sympy checks {metrics['reward/symbolic_checks']:.0f}, "
+        f"worker start {startup:.1f} s); decided by equivalence {metrics['reward/symbolic_checks']:.0f}, "
         f"timeouts {metrics['reward/timeouts']:.0f}, parse failures {metrics['reward/parse_failures']:.0f}"
     )
     false_matches([answer for _, answer in rows], args.workers, tuple(args.shifts))
