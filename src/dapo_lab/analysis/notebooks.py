@@ -36,13 +36,13 @@ def execute_notebook(path: str | Path, parameters: Mapping[str, Any] | None = No
     from nbclient import NotebookClient
 
     path = Path(path)
+    if output is not None and Path(output).resolve() == path.resolve():
+        raise ValueError("refusing to write outputs over the source notebook (keep notebooks output-free)")
     nb = inject_parameters(nbformat.read(path, as_version=4), parameters or {})
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
                             resources={"metadata": {"path": str(Path(cwd) if cwd else path.parent)}})
     client.execute()
     if output is not None:
-        if Path(output).resolve() == path.resolve():
-            raise ValueError("refusing to write outputs over the source notebook (keep notebooks output-free)")
         nbformat.write(nb, output)
     return nb
 

@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from dapo_lab.analysis.tables import LABELS, ORDER, curves
 
@@ -59,6 +60,7 @@ def plot_curves(df: pd.DataFrame, metric: str, ax: Axes, by: str = "experiment",
             ax.fill_between(part["step"], part["lo"], part["hi"], color=color, alpha=0.2, linewidth=0)
     ax.set_title(metric)
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     return ax
 

@@ -42,6 +42,7 @@ PARENT: dict[str, str] = {
     "ablation/4_token_loss": "ablation/3_soft_overlong", "ablation/5_dapo": "ablation/4_token_loss",
 }
 _PERCENT = re.compile(r"/(avg@|pass@|maj@)|acc")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?( ± .*)?$")
 
 
 def _select(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -107,15 +108,29 @@ def percent_scale(metric: str) -> float:
     return 100.0 if _PERCENT.search(metric) else 1.0
 
 
+def _base(row: str, before: Sequence[str], parent: Mapping[str, str]) -> str | None:
+    """The row ``row`` is compared with: its nearest ancestor in ``parent`` that is in the table (a sweep
+    that skipped row 1 compares row 2 with row 0), else the previous row of the table.
+
+    >>> _base("c", ["a"], {"c": "b", "b": "a"}), _base("z", ["a", "c"], {}), _base("a", [], {})
+    ('a', 'c', None)
+    """
+    node = parent.get(row)
+    while node is not None and node not in before:
+        node = parent.get(node)
+    return node if node is not None else (before[-1] if before else None)
+
+
 def ablation_table(df: pd.DataFrame, metric: str, rows: Sequence[str] | None = ORDER,
                    paper: Mapping[str, float] = PAPER, *, how: str = "last", by: str = "experiment",
                    parent: Mapping[str, str] = PARENT, labels: Mapping[str, str] = LABELS,
                    scale: float | None = None, level: float = 0.95) -> pd.DataFrame:
     """The paper's Table 1 shape: one row per configuration, in ``rows`` order (those that ran; ``None``:
     every configuration present), with the final ``metric`` over seeds: ``mean``, t-interval half-width
-    ``ci`` (NaN with one seed), ``n`` seeds, ``delta`` to the row it builds on (``vs``: ``parent[row]``,
-    else the previous row), and the paper's number and delta beside it. Values are multiplied by ``scale``
-    (default ``percent_scale(metric)``: accuracies in percent, like the paper)."""
+    ``ci`` (NaN with one seed), ``n`` seeds, ``delta`` to the row it builds on (``vs``: its nearest
+    ``parent`` ancestor in the table, else the previous row), and the paper's number and delta (same
+    ``vs``). Values are multiplied by ``scale`` (default ``percent_scale(metric)``: accuracies in percent,
+    like the paper)."""
     finals = final_metric(df, metric, how=how)
     _by(finals, by)
     dup = finals.groupby(by, dropna=False)["seed"].apply(lambda s: s.duplicated().any())
@@ -130,12 +145,12 @@ def ablation_table(df: pd.DataFrame, metric: str, rows: Sequence[str] | None = O
     for i, row in enumerate(order):
         mean, ci, n = mean_ci(finals.loc[finals[by] == row, "value"] * scale, level)
         out.append({by: row, "label": labels.get(row, row), "n": n, "mean": mean, "ci": ci,
-                    "vs": parent.get(row, order[i - 1] if i else None), "paper": float(paper.get(row, math.nan))})
+                    "vs": _base(row, order[:i], parent), "paper": float(paper.get(row, math.nan))})
     table = pd.DataFrame(out, columns=[by, "label", "n", "mean", "ci", "vs", "paper"])
     means = dict(zip(table[by], table["mean"]))
-    table["delta"] = [m - means.get(v, math.nan) if v is not None else math.nan
+    table["delta"] = [m - means.get(v, math.nan) if isinstance(v, str) else math.nan
                       for m, v in zip(table["mean"], table["vs"])]
-    table["paper_delta"] = [p - paper.get(v, math.nan) if v is not None else math.nan
+    table["paper_delta"] = [p - paper.get(v, math.nan) if isinstance(v, str) else math.nan
                             for p, v in zip(table["paper"], table["vs"])]
     table.attrs.update(metric=metric, how=how, scale=scale, level=level)
     return table[[by, "label", "n", "mean", "ci", "delta", "vs", "paper", "paper_delta"]]
@@ -150,7 +165,8 @@ def _cell(value: object, floatfmt: str) -> str:
 
 
 def to_markdown(table: pd.DataFrame, floatfmt: str = ".1f", index: bool = False) -> str:
-    """A GitHub-flavoured markdown table (no ``tabulate`` needed); numbers right-aligned, NaN blank.
+    """A GitHub-flavoured markdown table (no ``tabulate`` needed); NaN blank; numbers, and text columns
+    holding only numbers (``"+1.5"``, ``"41.2 ± 3.0"``), right-aligned.
 
     >>> print(to_markdown(pd.DataFrame({"row": ["a", "b|c"], "x": [1.25, float("nan")], "n": [3, 1]})))
     | row | x | n |
@@ -159,7 +175,9 @@ def to_markdown(table: pd.DataFrame, floatfmt: str = ".1f", index: bool = False)
     | b\\|c |  | 1 |
     """
     frame = table.reset_index() if index else table
-    numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    numeric = [(pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
+               or (len(frame) > 0 and frame[c].map(lambda v: isinstance(v, str) and (
+                   v == "" or _NUMBER.match(v) is not None)).all() and (frame[c] != "").any())
                for c in frame.columns]
     lines = ["| " + " | ".join(_cell(str(c), floatfmt) for c in frame.columns) + " |",
              "|" + "|".join("--:" if num else ":--" for num in numeric) + "|"]
@@ -179,8 +197,8 @@ def format_ablation(table: pd.DataFrame, floatfmt: str = ".1f") -> pd.DataFrame:
             return ""
         return format(mean, floatfmt) + ("" if math.isnan(ci) else " ± " + format(ci, floatfmt))
 
-    def signed(x: float) -> str:
-        return "" if math.isnan(x) else format(x, "+" + floatfmt)
+    def signed(x: float, fmt: str = floatfmt) -> str:
+        return "" if math.isnan(x) else format(x, "+" + fmt)
 
     level = round(100 * table.attrs.get("level", 0.95))
     return pd.DataFrame({
@@ -189,7 +207,7 @@ def format_ablation(table: pd.DataFrame, floatfmt: str = ".1f") -> pd.DataFrame:
         "seeds": table["n"],
         "Δ": [signed(d) for d in table["delta"]],
         "paper": [_cell(p, ".0f") for p in table["paper"]],
-        "paper Δ": [signed(d) for d in table["paper_delta"]],
+        "paper Δ": [signed(d, "g") for d in table["paper_delta"]],
     })
 
 
@@ -202,8 +220,13 @@ def write_ablation_table(df: pd.DataFrame, out_dir: str | Path, metric: str | No
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "ablation_table.md", "csv": out / "ablation_table.csv"}
     attrs = table.attrs
-    note = (f"Final `{attrs['metric']}` ({attrs['how']} logged step) over seeds; Δ: change from the row it "
-            "builds on; paper: DAPO Table 1 (AIME 2024 avg@32, Qwen2.5-32B).")
+    what = {"last": "at the last logged step", "first": "at the first logged step"}.get(attrs["how"],
+                                                                                  f"{attrs['how']} over steps")
+    note = (f"Final `{attrs['metric']}` ({what}) over seeds; Δ: change from the row it builds on; "
+            "paper: DAPO Table 1 (AIME 2024 avg@32, Qwen2.5-32B).")
+    skipped = [r for r in kwargs.get("rows", ORDER) or () if r not in set(table[kwargs.get("by", "experiment")])]
+    if skipped:
+        note += f"\n\nNot in these runs: {', '.join(skipped)} (Δ compares with the nearest earlier row that ran)."
     paths["md"].write_text(to_markdown(format_ablation(table)) + "\n\n" + note + "\n")
     table.to_csv(paths["csv"], index=False)
     return table, paths
