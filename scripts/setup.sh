@@ -8,4 +8,4 @@ PYTHON=${PYTHON:-python3}
 export PIP_CACHE_DIR=${PIP_CACHE_DIR:-$PWD/.cache/pip}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[dev,analysis,symbolic,wandb]"
+.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[dev,analysis,wandb]"
