@@ -314,3 +314,28 @@ def entropy_from_logits_chunked(logits: Tensor, chunk_size: int = 1024) -> Tenso
     for start in range(0, flat.shape[0], chunk_size):
         out[start : start + chunk_size] = entropy_from_logits(flat[start : start + chunk_size])
     return out.view(logits.shape[:-1])
+
+
+def truncated_importance_weights(trainer_logp: Tensor, engine_logp: Tensor, *, cap: float) -> Tensor:
+    """Truncated importance sampling (TIS) weights for the rollout/train mismatch: ``[B, T] -> [B, T]``.
+
+    ``w = min(exp(log π_old(trainer) − log π_old(engine)), C)`` per token (verl's and TRL's correction,
+    "Your Efficient RL Framework Secretly Brings You Off-Policy RL Training", Yao et al. 2025): the engine
+    sampled from its own numerics, the loss assumes the trainer's, and the ratio re-weights each token's
+    policy loss towards the trainer's distribution; the cap ``C`` bounds the variance. Computed as
+    ``exp(min(Δ, log C))`` (equal, and never overflows), detached (a constant weight, no gradient), in fp32.
+    Padding positions hold arbitrary values: mask them.
+
+    >>> trainer = torch.log(torch.tensor([[0.5, 0.9, 0.2]]))
+    >>> engine = torch.log(torch.tensor([[0.5, 0.3, 0.4]]))
+    >>> truncated_importance_weights(trainer, engine, cap=2.0)
+    tensor([[1.0000, 2.0000, 0.5000]])
+    """
+    import math  # (local: this addition leaves the module's header untouched)
+
+    _check_same_shape(trainer_logp=trainer_logp, engine_logp=engine_logp)
+    if not cap > 0:
+        raise ValueError(f"cap must be > 0, got {cap}")
+    log_ratio = trainer_logp.detach().to(_acc_dtype(trainer_logp.dtype)) - engine_logp.detach().to(
+        _acc_dtype(engine_logp.dtype))  # [B, T]
+    return torch.exp(log_ratio.clamp(max=math.log(cap)))

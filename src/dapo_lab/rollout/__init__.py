@@ -2,5 +2,6 @@
 
 from dapo_lab.rollout.base import RolloutEngine, RolloutOutput, SamplingParams
 from dapo_lab.rollout.hf import HFEngine
+from dapo_lab.rollout.vllm import VLLMEngine  # imports vllm only when an engine starts
 
-__all__ = ["RolloutEngine", "RolloutOutput", "SamplingParams", "HFEngine"]
+__all__ = ["RolloutEngine", "RolloutOutput", "SamplingParams", "HFEngine", "VLLMEngine"]

@@ -48,14 +48,19 @@ class HFEngine:
     Args:
         max_batch: sequences decoded together (prompts × n are split into chunks of this size).
         autocast: ``"bf16"`` to decode under bf16 autocast (2–3× faster on CPUs with bf16), or ``None``.
+        tis_cap: truncated importance sampling cap ``C`` for the rollout/train mismatch (e.g. bf16 decoding
+            with fp32 training), or ``None`` (off). See :func:`dapo_lab.algo.functional.truncated_importance_weights`.
     """
 
     max_batch: int = 256
     autocast: str | None = None
+    tis_cap: float | None = None
 
     def __post_init__(self) -> None:
         if self.autocast is not None and self.autocast not in _AUTOCAST:
             raise ValueError(f"rollout.autocast must be one of {sorted(_AUTOCAST)} or null, got {self.autocast!r}")
+        if self.tis_cap is not None and self.tis_cap <= 0:
+            raise ValueError(f"rollout.tis_cap must be > 0 or null, got {self.tis_cap}")
         self.model: torch.nn.Module | None = None
         self.eos_id: int = -1
         self.pad_id: int = 0
