@@ -7,6 +7,8 @@ are separate rows, NaN elsewhere).
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -99,3 +101,17 @@ def fake_multirun(tmp_path: Path) -> Path:
             num += 1
     write_run(root / str(num), "ablation/5_dapo", 1, None)
     return root
+
+
+@pytest.fixture
+def kernel(tmp_path_factory, monkeypatch) -> str:
+    """A kernelspec that starts THIS interpreter (the venv's), found first through JUPYTER_PATH: the
+    notebooks must not run in whatever ``python`` is first on PATH."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / "dapo-lab-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "dapo-lab tests", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(root))
+    return "dapo-lab-test"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -24,19 +23,6 @@ def _generator():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-def kernel(tmp_path_factory, monkeypatch) -> str:
-    """A kernelspec that starts THIS interpreter (the venv's), found first through JUPYTER_PATH."""
-    root = tmp_path_factory.mktemp("jupyter")
-    spec = root / "kernels" / "dapo-lab-test"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "dapo-lab tests", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(root))
-    return "dapo-lab-test"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
