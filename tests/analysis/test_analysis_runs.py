@@ -147,6 +147,8 @@ def test_wandb_offline_run_inside_a_hydra_run_dir_reads_like_the_csv(tmp_path, m
         assert set(df["logger"]) == {"wandb"} and df["seed"].tolist() == [3] * 4  # Hydra's seed, not W&B's
         assert list(zip(df["step"], df["metric"], df["value"])) == [
             (0, "eval/avg@4", 0.25), (1, "train/acc", 0.5), (1, "train/entropy", 1.5), (2, "eval/avg@4", 0.5)]
+    with pytest.warns(MissingMetricsWarning, match="no metrics.csv"):
+        assert load_runs(tmp_path / "mr", source="csv").empty
 
 
 def test_bare_wandb_offline_run_takes_its_config(tmp_path):

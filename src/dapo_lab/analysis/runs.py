@@ -137,6 +137,8 @@ def load_runs(root: str | Path, source: Literal["auto", "csv", "wandb"] = "auto"
     ``"wandb"`` local ``.wandb`` logs, ``"auto"`` the CSV where a run has one and its W&B log otherwise.
     A run directory with no metrics is skipped with a ``MissingMetricsWarning`` naming it.
     """
+    if source not in ("auto", "csv", "wandb"):
+        raise ValueError(f"source must be 'auto', 'csv' or 'wandb', got {source!r}")
     root = Path(root)
     run_dirs = find_run_dirs(root)
     if not run_dirs:
@@ -156,7 +158,7 @@ def load_runs(root: str | Path, source: Literal["auto", "csv", "wandb"] = "auto"
         else:
             wandb_files = [f for f in _wandb_files(run_dir) if _nearest_run(f, runs) == run_dir]
             if source == "csv" or not wandb_files:
-                what = "metrics.csv" if source == "csv" else "metrics.csv or .wandb log"
+                what = {"csv": "metrics.csv", "wandb": ".wandb log"}.get(source, "metrics.csv or .wandb log")
                 warnings.warn(f"skipping run {name} ({run_dir}): no {what} (crashed, killed or still running?)",
                               MissingMetricsWarning, stacklevel=2)
                 continue
