@@ -14,14 +14,28 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
 
 from dapo_lab.data.example import render_prompt
+from dapo_lab.data.task import RunningSumTask
 from dapo_lab.module import DAPOModule
 
 COMPONENT_GROUPS = ("clip", "loss", "advantage", "kl", "overlong", "sampling", "reward", "rollout")
 SETTINGS = ("batch", "optim", "generation", "evaluation")
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that surfaces a component's own error (e.g. ``ValueError: clip.eps_high
+    must be >= 0``) instead of Hydra's wrapper around it."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, ImportError, FileNotFoundError, TypeError)):
+            raise cause from None
+        raise
 
 
 @dataclass
@@ -56,8 +70,9 @@ def build(cfg: DictConfig, output_dir: Path) -> Built:
     parts = build_components(cfg)
     L.seed_everything(cfg.seed, workers=True)
     spec = instantiate(cfg.model)
-    model, tokenizer = spec.load()
     data = instantiate(cfg.data)
+    # The tiny model warm-starts on the generated task it will be trained on.
+    model, tokenizer = spec.load(task=data if isinstance(data, RunningSumTask) else None)
     train_examples, eval_examples = data.train_examples(), data.eval_examples()
     ref_model = None
     if parts["kl"].needs_reference:

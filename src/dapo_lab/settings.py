@@ -69,6 +69,14 @@ class GenerationSettings:
     top_p: float = 1.0
     max_new_tokens: int = 96
 
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"generation.temperature must be > 0 for RL rollouts, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"generation.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
 
 @dataclass(frozen=True)
 class EvalSettings:
