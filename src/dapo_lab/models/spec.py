@@ -1,124 +1,146 @@
-"""Model components (the ``model`` config group): ``load() -> (model, tokenizer)``.
+"""Model components of `conf/model/`: `load(task=None) -> (model, tokenizer)` for every choice.
 
-``TinyModel`` builds the embedded default locally and warm-starts it on the running-sum task (cached,
-keyed by everything that determines the weights, so later runs start in seconds). ``PretrainedModel``
-loads a real checkpoint by hub name or local path with no code change — only the config.
+`TinyModel` builds the tiny Qwen2, warm-starts it on the generated task (cached under `cache_dir`, keyed
+by every setting that changes the weights) and returns it as reloaded from that folder, so a fresh run and
+a cached one get identical objects. `PretrainedModel` loads any Hugging Face causal LM by name or local
+path: a real model needs only its config file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from dapo_lab.data.task import RunningSumTask
-from dapo_lab.models.tiny import build_tiny
-from dapo_lab.models.warmstart import warm_start
 
 log = logging.getLogger(__name__)
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CACHE_FORMAT = 1  # bump when the warm start or the tokenizer changes what a cached folder holds
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("DAPO_CACHE", ".cache/dapo_lab"))
-
-
-@dataclass(frozen=True)
-class TinyModel:
-    """A few-M-parameter Qwen2 with a byte tokenizer, warm-started on worked running-sum solutions.
-
-    ``warmstart_steps=0`` returns the freshly initialised model (tests). ``task`` holds the
-    :class:`~dapo_lab.data.task.RunningSumTask` knobs the warm start trains on.
-    """
-
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 688
-    max_position_embeddings: int = 512
-    seed: int = 0
-    warmstart_steps: int = 600
-    warmstart_lr: float = 1e-3
-    warmstart_batch_size: int = 64
-    task: dict[str, Any] = field(default_factory=dict)
-    cache_dir: str | None = None
-    use_chat_template: bool = False
-
-    def __post_init__(self) -> None:
-        if self.warmstart_steps < 0:
-            raise ValueError(f"model.warmstart_steps must be >= 0, got {self.warmstart_steps}")
-        object.__setattr__(self, "task", dict(self.task))
-        RunningSumTask(**self.task)  # validate the knobs now, before any training
-
-    def dims(self) -> dict[str, int]:
-        return dict(hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
-                    num_kv_heads=self.num_kv_heads, intermediate_size=self.intermediate_size,
-                    max_position_embeddings=self.max_position_embeddings)
-
-    def cache_key(self) -> str:
-        described = {k: v for k, v in asdict(self).items() if k not in ("cache_dir", "use_chat_template")}
-        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
-
-    def load(self) -> tuple[torch.nn.Module, Any]:
-        model, tokenizer = build_tiny(seed=self.seed, **self.dims())
-        if self.warmstart_steps == 0:
-            return model, tokenizer
-        folder = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
-        folder = folder / f"tiny-{self.cache_key()}"
-        if not (folder / "config.json").is_file():
-            log.info("warm-starting the tiny model (%d steps); cached at %s", self.warmstart_steps, folder)
-            metrics = warm_start(model, tokenizer, RunningSumTask(**self.task), steps=self.warmstart_steps,
-                                 lr=self.warmstart_lr, batch_size=self.warmstart_batch_size, seed=self.seed)
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            summary = {k: v for k, v in metrics.items() if not isinstance(v, list)}
-            (tmp / "warmstart.json").write_text(json.dumps({"spec": asdict(self), **summary}, indent=1))
-            try:
-                tmp.rename(folder)  # atomic: a concurrent run either sees nothing or the whole folder
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        return model, tokenizer
+def _load_folder(path: str | Path, dtype: str, attn_implementation: str, gradient_checkpointing: bool,
+                 trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation-ready; training code pads its own tensors
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=getattr(torch, dtype), attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model, tokenizer
 
 
 @dataclass(frozen=True)
 class PretrainedModel:
-    """A real causal LM by hub name or local path (e.g. Qwen2.5-Math-7B)."""
+    """A Hugging Face causal LM by hub name or local folder (e.g. `Qwen/Qwen2.5-0.5B`).
+
+    `use_chat_template`: render prompts with the tokenizer's chat template (verl, and so DAPO, does this
+    even for base models).
+    """
 
     name_or_path: str
     dtype: str = "bfloat16"
-    attn_implementation: str | None = "sdpa"
+    attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
     use_chat_template: bool = True
     trust_remote_code: bool = False
 
-    def __post_init__(self) -> None:
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+    def load(self, task: RunningSumTask | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """The model and tokenizer (`task` is accepted for a common interface and ignored)."""
+        return _load_folder(self.name_or_path, self.dtype, self.attn_implementation,
+                            self.gradient_checkpointing, self.trust_remote_code)
 
-    def load(self) -> tuple[torch.nn.Module, Any]:
+
+@dataclass(frozen=True)
+class TinyModel:
+    """The embedded default policy: a tiny Qwen2 warm-started on the generated task.
+
+    Dims go to `tiny.tiny_config`; `warmstart_*` to `warmstart.warm_start` (`warmstart_steps=0`: random
+    init). `load(task)` warm-starts on `task` (default: `RunningSumTask()`), which should be the run's data.
+    """
+
+    hidden_size: int = 192
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 512
+    max_position_embeddings: int = 512
+    dtype: str = "float32"
+    attn_implementation: str = "eager"
+    gradient_checkpointing: bool = False
+    use_chat_template: bool = False
+    seed: int = 0
+    warmstart_steps: int = 700
+    warmstart_lr: float = 1e-3
+    warmstart_batch_size: int = 16
+    warmstart_bf16: bool = True
+    cache_dir: str = ".cache/dapo_lab"
+
+    def dims(self) -> dict[str, int]:
+        return {"hidden_size": self.hidden_size, "num_layers": self.num_layers, "num_heads": self.num_heads,
+                "num_kv_heads": self.num_kv_heads, "intermediate_size": self.intermediate_size,
+                "max_position_embeddings": self.max_position_embeddings}
+
+    def cache_key(self, task: RunningSumTask) -> str:
+        """A hash of everything that changes the warm-started weights.
+
+        >>> TinyModel().cache_key(RunningSumTask()) == TinyModel(cache_dir="elsewhere").cache_key(RunningSumTask())
+        True
+        >>> TinyModel().cache_key(RunningSumTask()) == TinyModel(seed=1).cache_key(RunningSumTask())
+        False
+        """
+        settings = {k: v for k, v in dataclasses.asdict(self).items()
+                    if k.startswith("warmstart_") or k == "seed"}
+        blob = json.dumps({"format": CACHE_FORMAT, "dims": self.dims(), "warmstart": settings,
+                           "task": dataclasses.asdict(task)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def cache_path(self, task: RunningSumTask) -> Path:
+        return Path(self.cache_dir).expanduser() / f"tiny-{self.cache_key(task)}"
+
+    def load(self, task: RunningSumTask | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        task = task or RunningSumTask()
+        path = self.cache_path(task)
+        if not (path / "warmstart.json").is_file():
+            self._build_into(path, task)
+        else:
+            log.info("tiny model: reusing the warm start cached at %s", path)
+        return _load_folder(path, self.dtype, self.attn_implementation, self.gradient_checkpointing)
+
+    def _build_into(self, path: Path, task: RunningSumTask) -> None:
+        from dapo_lab.models.tiny import build_tiny
+        from dapo_lab.models.warmstart import warm_start
+
+        model, tokenizer = build_tiny(seed=self.seed, **self.dims())
+        model.set_attn_implementation(self.attn_implementation)
+        metrics: dict[str, Any] = {}
+        if self.warmstart_steps > 0:
+            log.info("tiny model: warm start, %d steps (cached at %s)", self.warmstart_steps, path)
+            metrics = warm_start(model, tokenizer, task, steps=self.warmstart_steps, lr=self.warmstart_lr,
+                                 batch_size=self.warmstart_batch_size, bf16=self.warmstart_bf16,
+                                 seed=self.seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=self.trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
-                self.name_or_path, dtype=_DTYPES[self.dtype], attn_implementation=self.attn_implementation,
-                trust_remote_code=self.trust_remote_code)
-        except OSError as err:
-            raise ValueError(f"model.name_or_path={self.name_or_path!r} could not be loaded: {err}") from None
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if self.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        return model, tokenizer
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            record = {"model": dataclasses.asdict(self), "task": dataclasses.asdict(task), "metrics": metrics}
+            (tmp / "warmstart.json").write_text(json.dumps(record, indent=1))
+            os.rename(tmp, path)  # atomic; fails if another process got there first
+        except OSError:
+            if not (path / "warmstart.json").is_file():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

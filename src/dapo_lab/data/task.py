@@ -1,0 +1,127 @@
+"""The embedded default task: running sums of a labelled list of numbers, in DAPO's `Answer:` format.
+
+    prompt:   "Add a=3 b=5 c=8 d=1. Last line: Answer: <sum>\n"
+    solution: "a=3\nb=5: 3+5=8\nc=8: 8+8=16\nd=1: 16+1=17\nAnswer: 17"
+
+A correct solution needs one line per term, so its length grows with the difficulty knob `max_terms`;
+`max_operand` sets operand sizes (9: single digits). Each line starts by copying `label=value` from the
+prompt, the pattern an induction head completes, and then adds the value to the previous line's total,
+which sits just above: every step reads only nearby tokens. Without labels ("3 5 8 1" -> "3+5=8") the model
+must count positions among repeated digits; a 0.8M model had learned neither that nor the lookup
+"c:" -> value after 300 steps (the term digit still cost log 10 nats). With the defaults correct solutions
+run from ~20 to ~160 characters, one token each with the byte tokenizer, so the longest exceed a 128-token
+response limit: overlong filtering and soft punishment have something to act on. Splits are disjoint by
+problem (the tuple of terms): the eval split is drawn first from its own seeded stream, and train draws
+skip every eval problem.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+from dapo_lab.data.example import PromptExample
+
+Terms = tuple[int, ...]
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def task_prompt(terms: Terms) -> str:
+    """The short prompt of the embedded task (it still asks for the `Answer:` line).
+
+    >>> task_prompt((3, 5, 8, 1))
+    'Add a=3 b=5 c=8 d=1. Last line: Answer: <sum>\\n'
+    """
+    labelled = " ".join(f"{LETTERS[i]}={t}" for i, t in enumerate(terms))
+    return f"Add {labelled}. Last line: Answer: <sum>\n"
+
+
+def worked_solution(terms: Terms) -> str:
+    """One line per term (its label and value, then the step), then the answer line; no trailing newline:
+    eos follows.
+
+    >>> print(worked_solution((3, 5, 8, 1)))
+    a=3
+    b=5: 3+5=8
+    c=8: 8+8=16
+    d=1: 16+1=17
+    Answer: 17
+    """
+    lines, total = [f"a={terms[0]}"], terms[0]
+    for i, t in enumerate(terms[1:], start=1):
+        lines.append(f"{LETTERS[i]}={t}: {total}+{t}={total + t}")
+        total += t
+    return "\n".join(lines + [f"Answer: {total}"])
+
+
+@dataclass(frozen=True)
+class RunningSumTask:
+    """Generated running-sum problems; a data source (`train_examples` / `eval_examples`).
+
+    >>> task = RunningSumTask(min_terms=2, max_terms=4, eval_size=5, train_size=3)
+    >>> [e.ground_truth for e in task.eval_examples()] == [e.ground_truth for e in task.eval_examples()]
+    True
+    >>> ex = task.train_examples()[0]
+    >>> ex.prompt.startswith("Add "), ex.source
+    (True, 'running_sum')
+    """
+
+    min_terms: int = 2
+    max_terms: int = 8
+    max_operand: int = 9
+    seed: int = 0
+    train_size: int = 20_000
+    eval_size: int = 500
+    source: str = "running_sum"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.min_terms <= self.max_terms <= len(LETTERS):
+            raise ValueError(f"RunningSumTask: need 2 <= min_terms <= max_terms <= 26, got "
+                             f"min_terms={self.min_terms}, max_terms={self.max_terms}")
+        if self.max_operand < 1 or self.eval_size < 0 or self.train_size < 0:
+            raise ValueError(f"RunningSumTask: max_operand must be >= 1 and sizes >= 0, got {self}")
+
+    def sample_terms(self, rng: random.Random) -> Terms:
+        n = rng.randint(self.min_terms, self.max_terms)
+        return tuple(rng.randint(0, self.max_operand) for _ in range(n))
+
+    def example(self, terms: Terms) -> PromptExample:
+        return PromptExample(prompt=task_prompt(terms), ground_truth=str(sum(terms)), source=self.source)
+
+    @cached_property
+    def eval_problems(self) -> tuple[Terms, ...]:
+        """`eval_size` distinct problems, the same for every run with this seed and these knobs."""
+        rng = random.Random(f"running_sum/eval/{self.seed}")
+        seen: dict[Terms, None] = {}
+        for _ in range(100 * self.eval_size + 1000):
+            if len(seen) == self.eval_size:
+                break
+            seen.setdefault(self.sample_terms(rng), None)
+        if len(seen) < self.eval_size:
+            raise ValueError(f"RunningSumTask: only {len(seen)} distinct problems for eval_size="
+                             f"{self.eval_size}; raise max_terms or max_operand")
+        return tuple(seen)
+
+    def iter_train_problems(self, stream: str = "train") -> Iterator[Terms]:
+        """An endless, seeded stream of problems outside the eval split (`stream` names independent ones)."""
+        eval_set = set(self.eval_problems)
+        rng = random.Random(f"running_sum/{stream}/{self.seed}")
+        misses = 0
+        while True:
+            terms = self.sample_terms(rng)
+            if terms in eval_set:
+                misses += 1
+                if misses > 10_000:
+                    raise ValueError("RunningSumTask: the eval split covers every problem; shrink eval_size")
+                continue
+            misses = 0
+            yield terms
+
+    def train_examples(self) -> list[PromptExample]:
+        stream = self.iter_train_problems()
+        return [self.example(next(stream)) for _ in range(self.train_size)]
+
+    def eval_examples(self) -> list[PromptExample]:
+        return [self.example(t) for t in self.eval_problems]
