@@ -25,20 +25,29 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from dapo_lab.data.task import RunningSumTask
 
 log = logging.getLogger(__name__)
+DTYPES = ("float32", "bfloat16", "float16")
 CACHE_FORMAT = 1  # bump when the warm start or the tokenizer changes what a cached folder holds
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {DTYPES}, got {dtype!r}")
 
 
 def _load_folder(path: str | Path, dtype: str, attn_implementation: str, gradient_checkpointing: bool,
                  trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=getattr(torch, dtype), attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise ValueError(f"model.name_or_path={str(path)!r} could not be loaded: {err}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # generation-ready; training code pads its own tensors
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=getattr(torch, dtype), attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code)
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if gradient_checkpointing:  # renamed in transformers 5.x; the old name warns
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     return model, tokenizer
 
 
@@ -57,6 +66,9 @@ class PretrainedModel:
     use_chat_template: bool = True
     trust_remote_code: bool = False
 
+    def __post_init__(self) -> None:
+        _check_dtype(self.dtype)
+
     def load(self, task: RunningSumTask | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """The model and tokenizer (`task` is accepted for a common interface and ignored)."""
         return _load_folder(self.name_or_path, self.dtype, self.attn_implementation,
@@ -71,22 +83,27 @@ class TinyModel:
     init). `load(task)` warm-starts on `task` (default: `RunningSumTask()`), which should be the run's data.
     """
 
-    hidden_size: int = 192
+    hidden_size: int = 256
     num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 512
+    intermediate_size: int = 688
     max_position_embeddings: int = 512
     dtype: str = "float32"
     attn_implementation: str = "eager"
     gradient_checkpointing: bool = False
     use_chat_template: bool = False
     seed: int = 0
-    warmstart_steps: int = 700
+    warmstart_steps: int = 450
     warmstart_lr: float = 1e-3
     warmstart_batch_size: int = 16
     warmstart_bf16: bool = True
     cache_dir: str = ".cache/dapo_lab"
+
+    def __post_init__(self) -> None:
+        _check_dtype(self.dtype)
+        if self.warmstart_steps < 0:
+            raise ValueError(f"model.warmstart_steps must be >= 0, got {self.warmstart_steps}")
 
     def dims(self) -> dict[str, int]:
         return {"hidden_size": self.hidden_size, "num_layers": self.num_layers, "num_heads": self.num_heads,
