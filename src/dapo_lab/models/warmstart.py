@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -150,23 +151,21 @@ def _default_grade(response: str, ground_truth: str) -> bool:
 
 
 @torch.no_grad()
-def evaluate_accuracy(
+def grade_generations(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[PromptExample],
     temperature: float = 1.0,
     n: int = 1,
-    max_new_tokens: int = 160,
+    max_new_tokens: int = 256,
     batch_size: int = 256,
     use_chat_template: bool = False,
     bf16: bool = True,
     grade_fn: Callable[[str, str], bool] | None = None,
     seed: int = 0,
-) -> float:
-    """Fraction of `n` samples per example graded correct (`temperature=0`: greedy, where n=1 suffices).
-
-    Batched `generate` with left padding; pure sampling at `temperature` (no top-k / top-p).
-    """
+) -> list[bool]:
+    """Whether each of `n` generations per example is graded correct, example-major (`temperature=0`:
+    greedy). Batched `generate` with left padding; pure sampling at `temperature` (no top-k / top-p)."""
     from dapo_lab.data.example import render_prompt
 
     grade_fn = grade_fn or _default_grade
@@ -177,7 +176,7 @@ def evaluate_accuracy(
     truths = [e.ground_truth for e in examples for _ in range(n)]
     sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {
         "do_sample": False}
-    correct = 0
+    results: list[bool] = []
     try:
         for i in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True,
@@ -186,7 +185,22 @@ def evaluate_accuracy(
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                      eos_token_id=tokenizer.eos_token_id, **sampling)  # [b, P + new]
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            correct += sum(grade_fn(t, g) for t, g in zip(texts, truths[i : i + batch_size]))
+            results += [bool(grade_fn(t, g)) for t, g in zip(texts, truths[i : i + batch_size])]
     finally:
         tokenizer.padding_side = old_side
-    return correct / max(1, len(prompts))
+    return results
+
+
+def evaluate_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[PromptExample],
+    temperature: float = 1.0,
+    n: int = 1,
+    max_new_tokens: int = 256,
+    **kwargs: Any,
+) -> float:
+    """Fraction of `n` generations per example graded correct by the platform's grader (DAPO mode);
+    `kwargs` go to `grade_generations` (batch_size, use_chat_template, bf16, grade_fn, seed)."""
+    results = grade_generations(model, tokenizer, examples, temperature, n, max_new_tokens, **kwargs)
+    return sum(results) / max(1, len(results))
