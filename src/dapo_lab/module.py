@@ -91,6 +91,9 @@ class DAPOModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
         return [opt], [{"scheduler": sched, "interval": "step"}]
 
+    def on_train_start(self) -> None:
+        self.model.train()  # from_pretrained returns eval mode (matters for models with dropout)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Plain dicts of tensors and lists: loadable with torch.load(weights_only=True).
         checkpoint["dapo_state"] = {"stream": self.stream.state_dict(),
