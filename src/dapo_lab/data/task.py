@@ -5,14 +5,15 @@
 
 A correct solution needs one line per term, so its length grows with the difficulty knob `max_terms`;
 `max_operand` sets operand sizes (9: single digits). Each line starts by copying `label=value` from the
-prompt, the pattern an induction head completes, and then adds the value to the previous line's total,
-which sits just above: every step reads only nearby tokens. Without labels ("3 5 8 1" -> "3+5=8") the model
-must count positions among repeated digits; a 0.8M model had learned neither that nor the lookup
-"c:" -> value after 300 steps (the term digit still cost log 10 nats). With the defaults correct solutions
-run from ~20 to ~160 characters, one token each with the byte tokenizer, so the longest exceed a 128-token
-response limit: overlong filtering and soft punishment have something to act on. Splits are disjoint by
-problem (the tuple of terms): the eval split is drawn first from its own seeded stream, and train draws
-skip every eval problem.
+prompt (a unique key, the pattern an induction head completes), then adds that value to the total that
+ends the line above: every step reads only nearby tokens or a keyed lookup. Unlabelled lists
+("3 5 8 1" -> "3+5=8") make the model find the k-th of repeated digits by position; in the probes below a
+0.8M model had not learned it after 400 steps. (What mattered most was the number of updates: batch 16
+learned the lookup in ~500 steps where batch 64 had not in 300; see `models/warmstart.py`.)
+With the defaults (2-8 terms) correct solutions take 25-105 tokens with the byte tokenizer (one per
+character, plus eos); ~14% exceed the trainer's default 96-token response limit, so overlong filtering and
+soft punishment have something to act on. Splits are disjoint by problem (the tuple of terms): the eval
+split is drawn first from its own seeded stream, and train draws skip every eval problem.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ A plain torch loop (no Lightning: one model, one optimizer, a fixed number of st
 response tokens and the closing eos only, never the prompt, so the model learns to answer and to stop.
 Deterministic given the seed on one machine and thread count (CPU bf16 matmuls may round differently
 elsewhere). `evaluate_accuracy` is deliberately simple; the trainer has its own evaluation.
+
+Small batches: the number of updates, not of samples, decides when the model learns the keyed lookup
+that the task needs (probes, 0.8M model, 2-12 terms, same 19k samples: batch 64 x 300 steps reached 5%
+greedy, batch 16 x 1200 steps 88%). Batches are length-bucketed so padding costs little.
 """
 
 from __future__ import annotations
