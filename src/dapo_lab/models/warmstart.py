@@ -103,7 +103,7 @@ def warm_start(
     task: RunningSumTask,
     steps: int,
     lr: float = 1e-3,
-    batch_size: int = 64,
+    batch_size: int = 16,
     warmup_steps: int = 20,
     final_lr_frac: float = 0.1,
     weight_decay: float = 0.0,
