@@ -135,8 +135,8 @@ class VLLMEngine:
             token-identical to transformers. On CPU, compile adds ~20 s to the start.
         enable_sleep_mode: free the KV cache (and offload weights, ``sleep_level=1``) while the trainer
             updates (``sleep()``; ``update_weights`` / ``generate`` wake it). GPU only; ignored on CPU.
-        sleep_level: 1 (offload weights to CPU, drop KV cache) or 2 (drop both; safe here because every
-            update pushes all weights).
+        sleep_level: 1 (offload weights to CPU, drop KV cache) or 2 (drop both: every update pushes all
+            weights, but whether vLLM restores buffers such as rotary caches is untested here).
         max_num_seqs: sequences decoded together.
         max_model_len: prompt + response limit (``None``: the model's ``max_position_embeddings``).
         enable_prefix_caching: share prompt KV between a prompt's samples (reset at every weight push).
