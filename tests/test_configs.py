@@ -68,7 +68,13 @@ def test_mistyped_option_is_hydras_clear_error():
         compose_train("clip=highr")
 
 
-def test_paper_scale_composes():
-    cfg = compose_train("experiment=dapo", "model=qwen2.5_32b")
+def test_paper_scale_composes_and_validates():
+    cfg = compose_train("scale=paper", "experiment=dapo")
     parts = build_components(cfg)
-    assert parts["clip"].eps_high == 0.28
+    assert (parts["clip"].eps_low, parts["clip"].eps_high) == (0.2, 0.28)
+    assert (parts["overlong"].max_len, parts["overlong"].cache_len) == (20480, 4096)
+    batch = parts["batch"]
+    assert (batch.group_size, batch.prompts_per_step, batch.updates_per_step) == (16, 512, 16)
+    assert parts["optim"].lr == 1e-6 and (parts["evaluation"].k, parts["evaluation"].top_p) == (32, 0.7)
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-32B"
+    assert cfg.data.train_path.endswith("dapo-math-17k.distinct.parquet")

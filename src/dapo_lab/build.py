@@ -73,6 +73,7 @@ def build(cfg: DictConfig, output_dir: Path) -> Built:
     data = instantiate(cfg.data)
     # The tiny model warm-starts on the generated task it will be trained on.
     model, tokenizer = spec.load(task=data if isinstance(data, RunningSumTask) else None)
+    model.train()  # from_pretrained returns eval mode
     train_examples, eval_examples = data.train_examples(), data.eval_examples()
     ref_model = None
     if parts["kl"].needs_reference:
@@ -87,7 +88,10 @@ def build(cfg: DictConfig, output_dir: Path) -> Built:
     logger = instantiate(cfg.logger, save_dir=str(output_dir))
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True,
                                                       save_top_k=0, every_n_epochs=1)
-    trainer = L.Trainer(**cfg.trainer, logger=logger, callbacks=[checkpoints], default_root_dir=str(output_dir))
+    trainer_args = dict(cfg.trainer)
+    if isinstance(cfg.trainer.get("strategy"), DictConfig):  # e.g. dapo_lab.strategy.GradSyncDDPStrategy
+        trainer_args["strategy"] = instantiate(cfg.trainer.strategy)
+    trainer = L.Trainer(**trainer_args, logger=logger, callbacks=[checkpoints], default_root_dir=str(output_dir))
     return Built(module=module, trainer=trainer, output_dir=output_dir)
 
 

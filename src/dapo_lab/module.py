@@ -33,7 +33,7 @@ from dapo_lab.policy import response_logprobs
 from dapo_lab.prompt_stream import PromptStream
 from dapo_lab.rollout.base import SamplingParams
 from dapo_lab.settings import BatchSettings, EvalSettings, GenerationSettings, OptimSettings
-from dapo_lab.strategy import sync_gradients
+from dapo_lab.strategy import GradSyncDDPStrategy, sync_gradients
 
 
 def _all_reduce_sum(value: Tensor) -> Tensor:
@@ -242,7 +242,8 @@ class DAPOModule(L.LightningModule):
             if batch is None:  # keep the collectives of accumulate_gradients in step with the other ranks
                 _all_reduce_sum(torch.zeros((), dtype=torch.long, device=self.device))
                 _all_reduce_sum(torch.zeros((), dtype=torch.long, device=self.device))
-            sync_gradients(self.model.parameters())
+            if self._sums_gradients_itself():
+                sync_gradients(self.model.parameters())
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
             stats["actor/grad_norm"] = grad_norm.item()
             if i == len(minis) - 1:
@@ -272,14 +273,17 @@ class DAPOModule(L.LightningModule):
                 kl_loss = self.loss_agg(kl_term, lm, global_tokens=global_tokens, global_seqs=global_seqs)
                 loss = loss + kl_loss
                 stats["actor/kl_loss"] = stats.get("actor/kl_loss", 0.0) + kl_loss.item()
-            # Ranks' gradients are summed (not averaged) in sync_gradients: the global denominators make
-            # each rank's loss its share of the mini-batch loss.
-            self._backward(loss)
+            # With the global denominators each rank's loss is its share of the mini-batch loss, so rank
+            # gradients must be summed: sync_gradients sums; DDP/FSDP average inside backward, hence the factor.
+            self._backward(loss if self._sums_gradients_itself() else loss * _world_size())
             weight = lm.sum().item() / max(mini_mask.sum().item(), 1)
             stats["actor/pg_loss"] = stats.get("actor/pg_loss", 0.0) + pg_loss.item()
             for k, v in clip_metrics.items():
                 stats[k] = stats.get(k, 0.0) + v.item() * weight
         return stats
+
+    def _sums_gradients_itself(self) -> bool:
+        return self._trainer is None or isinstance(self.trainer.strategy, GradSyncDDPStrategy)
 
     def _backward(self, loss: Tensor) -> None:
         if self._trainer is not None:
