@@ -228,3 +228,17 @@ def test_vllm_start_leaves_trainer_rng_and_threads(engines):
     engines("vllm")
     assert engines.start_report == {"rng_kept": True, "threads_kept": True}
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+
+
+@pytest.mark.skipif(not HAVE_VLLM, reason="vLLM not installed")
+def test_vllm_on_cpu_rejects_an_unsupported_head_dim_clearly():
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        pytest.skip("a CPU attention limit")
+    model, tok = build_tiny(seed=0, hidden_size=64, num_layers=1, num_heads=4, intermediate_size=128)  # dim 16
+    engine = VLLMEngine()
+    engine.attach(model, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    with pytest.raises(ValueError, match="head dimension is 16"):
+        engine.generate([[1, 2]], SamplingParams(max_new_tokens=2))
+    assert engine.llm is None

