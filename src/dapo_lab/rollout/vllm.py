@@ -72,11 +72,14 @@ def sample_seed(seed: int, row: int) -> int:
 def gather_full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
     """Full (unsharded) tensors of ``model`` under Hugging Face checkpoint names, on every rank.
 
-    - plain / DDP models: ``model.state_dict()`` (tested);
-    - FSDP1 or FSDP2 (``fully_shard``, DTensor parameters): ``get_model_state_dict(full_state_dict=True)``
-      all-gathers the shards and strips FSDP's name prefixes (collective: every rank must call it);
-    - DeepSpeed ZeRO-3 (partitioned parameters carry ``ds_id``): gathered with ``GatheredParameters``.
-    Only the unsharded path is tested here (no GPUs; FSDP1 refuses CPU).
+    - plain / DDP models (tested), or FSDP1 inside ``summon_full_params``: ``model.state_dict()``;
+    - FSDP2 (``fully_shard``, DTensor parameters) or FSDP1 units nested inside ``model``:
+      ``get_model_state_dict(full_state_dict=True)`` all-gathers the shards and strips FSDP's name prefixes
+      (a collective: every rank must call it). FSDP2 tested on CPU with two gloo ranks;
+    - DeepSpeed ZeRO-3 (partitioned parameters carry ``ds_id``): ``GatheredParameters`` (untested).
+    Lightning's ``strategy=fsdp`` wraps the whole LightningModule in ONE FSDP1 unit: ``model`` (a submodule)
+    cannot see it, so the caller gathers (``FSDP.summon_full_params(trainer.model, writeback=False)``).
+    FSDP1 refuses CPU: that path is untested here.
     """
     params = list(model.parameters())
     if any(hasattr(p, "ds_id") for p in params):

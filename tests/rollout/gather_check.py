@@ -1,0 +1,46 @@
+"""Two-rank check of the weight gather behind ``VLLMEngine.update_weights``, run as a script by
+test_rollout_gather.py (pytest must not host the process group).
+
+    python gather_check.py OUT    # FSDP2 (fully_shard, DTensor shards): full tensors on every rank
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def check(rank: int, out: Path) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("GATHER_CHECK_PORT", "29541"))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    from torch.distributed.fsdp import fully_shard
+
+    from dapo_lab.models.tiny import build_tiny
+    from dapo_lab.rollout.vllm import gather_full_state_dict
+
+    model, _ = build_tiny(seed=0, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    for layer in model.model.layers:
+        fully_shard(layer)
+    fully_shard(model)
+    sharded = all(type(p).__name__ == "DTensor" for p in model.parameters())
+    full = gather_full_state_dict(model)
+    result = {
+        "sharded": sharded,
+        "same_names": sorted(full) == sorted(reference),
+        "plain_tensors": all(type(v) is torch.Tensor for v in full.values()),
+        "equal": all(torch.equal(full[k], reference[k]) for k in reference),
+    }
+    (out / f"rank{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    mp.spawn(check, args=(Path(sys.argv[1]),), nprocs=2)
