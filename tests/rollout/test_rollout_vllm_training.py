@@ -18,7 +18,7 @@ from dapo_lab.algo import KeepAll
 from dapo_lab.module import DAPOModule
 from dapo_lab.reward import FunctionReward
 
-WIRED = "update_weights" in inspect.getsource(DAPOModule.collect_groups)
+WIRED = "rollout.update_weights" in inspect.getsource(DAPOModule)
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed"),
     pytest.mark.skipif(not WIRED, reason="DAPOModule does not call rollout.update_weights yet"),
