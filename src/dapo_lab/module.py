@@ -153,6 +153,7 @@ class DAPOModule(L.LightningModule):
     def collect_groups(self) -> tuple[list[Group], dict[str, float]]:
         """Generate until ``prompts_per_step`` groups pass the sampling filter (globally), or the bound hits."""
         target = self.batch_cfg.prompts_per_step
+        self.rollout.update_weights(self.model)  # engines with their own copy (vLLM) sample from the new policy
         collected, self.surplus = list(self.surplus), []
         carried = len(collected)
         rounds, round_metrics = 0, []
@@ -266,6 +267,10 @@ class DAPOModule(L.LightningModule):
             logp, _ = self._logprobs(self.model, batch, rows)
             token_loss, clip_metrics = self.clip(logp, old_logp[rows].to(self.device),
                                                  advantages[rows].to(self.device), lm)
+            if (cap := getattr(self.rollout, "tis_cap", None)) is not None:
+                # Truncated importance sampling: re-weight tokens sampled under the engine's numerics.
+                token_loss = token_loss * F.truncated_importance_weights(
+                    old_logp[rows].to(self.device), batch.engine_logprobs[rows].to(self.device), cap=cap)
             pg_loss = self.loss_agg(token_loss, lm, global_tokens=global_tokens, global_seqs=global_seqs)
             loss = pg_loss
             kl_term = None if ref_logp is None else self.kl.token_loss(logp, ref_logp[rows].to(self.device))
@@ -306,6 +311,9 @@ class DAPOModule(L.LightningModule):
         self._log_at_step(metrics)
 
     # ------------------------------------------------------------------ evaluation
+    def on_validation_epoch_start(self) -> None:
+        self.rollout.update_weights(self.model)
+
     def validation_step(self, indices: Tensor, _batch_idx: int) -> None:
         e = self.eval_cfg
         idx = indices.tolist()

@@ -105,3 +105,32 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path):
     assert list(b.index) == [3, 4]
     for col in ["rollout/acc", "train/entropy", "actor/pg_loss", "sampling/num_gen_batches", "actor/grad_norm"]:
         assert a.loc[[3, 4], col].tolist() == pytest.approx(b.loc[[3, 4], col].tolist(), rel=1e-5), col
+
+
+def test_truncated_importance_sampling_reweights_token_losses():
+    """With tis_cap, each token's loss is scaled by min(exp(trainer − engine), C): checked on the gradient."""
+    from dapo_lab.rollout import HFEngine
+
+    module = make_module(sampling=KeepAll(), reward=FunctionReward(parity_reward), loss=TokenMean())
+    batch = assemble(module.collect_groups()[0], module.pad_id)
+    old_logp, _, _ = module._score_batch(batch)
+    shift = torch.where(torch.arange(batch.response_ids.shape[1]) % 2 == 0, -1.0, 0.3)  # engine off by ±
+    batch.engine_logprobs = old_logp + shift  # weights exp(1)→capped at 2, and exp(-0.3)
+    advantages = torch.randn(len(batch), generator=torch.Generator().manual_seed(0))
+    rows = torch.arange(len(batch))
+
+    def grad_of_first_param(engine) -> torch.Tensor:
+        module.rollout = engine
+        module.model.zero_grad(set_to_none=True)
+        module.accumulate_gradients(batch, rows, old_logp, None, advantages)
+        return next(module.model.parameters()).grad.clone()
+
+    with_tis = grad_of_first_param(HFEngine(tis_cap=2.0))
+    # Reference: the same loss with the weights folded into the advantages (per token), no TIS.
+    weights = torch.minimum(torch.exp(-shift), torch.tensor(2.0)).expand_as(old_logp)
+    module.model.zero_grad(set_to_none=True)
+    module.rollout = HFEngine()
+    module.accumulate_gradients(batch, rows, old_logp, None, advantages[:, None] * weights)
+    reference = next(module.model.parameters()).grad.clone()
+    torch.testing.assert_close(with_tis, reference, rtol=1e-4, atol=1e-8)
+    assert not torch.allclose(with_tis, grad_of_first_param(HFEngine()))
