@@ -65,7 +65,8 @@ class Engines:
             engine.attach(self.model, eos_id=self.tok.eos_token_id, pad_id=self.tok.pad_token_id)
             if name == "vllm":
                 threads, rng = torch.get_num_threads(), torch.get_rng_state()
-                engine._start(self.model)
+                with torch.inference_mode():  # as when the first use is Lightning's validation at step 0
+                    engine._start(self.model)
                 self.start_report = {"rng_kept": torch.equal(torch.get_rng_state(), rng),
                                      "threads_kept": torch.get_num_threads() == threads}
             self.made[name] = engine

@@ -236,7 +236,9 @@ class VLLMEngine:
                           stacklevel=2)
         if self._sleep_supported:
             kwargs["enable_sleep_mode"] = True
-        with _preserve_process_state():
+        # Lightning evaluates under inference mode: an engine built there would hold inference tensors that
+        # the weight push could not update in place later ("Inplace update to inference tensor outside ...").
+        with _preserve_process_state(), torch.inference_mode(False):
             self.llm = vllm.LLM(**kwargs)
 
     def close(self) -> None:
@@ -269,8 +271,9 @@ class VLLMEngine:
         state = gather_full_state_dict(model)  # collective under FSDP: every rank calls update_weights
         if self._asleep:
             self.llm.wake_up(tags=["weights"])  # weights first: the KV cache is not needed to load them
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state.items()),
-                                                          "is_checkpoint_format": True})
+        with torch.inference_mode():  # in-place copies are allowed into normal and inference tensors alike
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state.items()),
+                                                              "is_checkpoint_format": True})
         self._wake(["kv_cache"])
         self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
 
