@@ -154,6 +154,16 @@ def test_n_samples_grouped_contiguously_and_independent(engines, policy, prompts
     assert len(long_rows) >= 6 and len(set(long_rows)) == len(long_rows)
 
 
+@pytest.mark.skipif(not HAVE_VLLM, reason="vLLM not installed")
+def test_vllm_ignores_the_trainers_autocast(engines, prompts):
+    engine = engines("vllm")  # float32: Lightning's bf16-mixed autocast must not change its numerics
+    params = SamplingParams(temperature=1.0, max_new_tokens=10, n=2, seed=4)
+    plain = engine.generate(prompts, params)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = engine.generate(prompts, params)
+    assert torch.equal(plain.response_ids, autocast.response_ids) and torch.equal(plain.logprobs, autocast.logprobs)
+
+
 @pytest.mark.parametrize("name", ENGINES)
 def test_seeds_reproduce(engines, prompts, name):
     engine = engines(name)

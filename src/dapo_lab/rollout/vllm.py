@@ -34,6 +34,7 @@ it reserves one). Sleep mode (``enable_sleep_mode``) is GPU-only: on CPU it is s
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import random
@@ -111,6 +112,14 @@ def _check_cpu_head_dim(model: torch.nn.Module) -> None:
         raise ValueError(f"rollout=vllm on CPU: the policy's attention head dimension is {head_dim} "
                          f"(hidden_size / num_heads), but vLLM's CPU attention supports only {supported}. "
                          "Change the model's num_heads (e.g. model.num_heads=2 with hidden_size 64) or use rollout=hf.")
+
+
+@contextmanager
+def _no_autocast() -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for device in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+            stack.enter_context(torch.autocast(device_type=device, enabled=False))
+        yield
 
 
 @contextmanager
@@ -293,7 +302,9 @@ class VLLMEngine:
                     logprobs=0, stop_token_ids=[self.eos_id] if self.eos_id >= 0 else None, detokenize=False)
         sampling = [VLLMSamplingParams(**base, seed=None if params.seed is None else sample_seed(params.seed, row))
                     for row in range(len(expanded))]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in expanded], sampling, use_tqdm=False)
+        with _no_autocast():  # Lightning's bf16-mixed autocast must not reach the engine: it runs in `dtype`
+            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in expanded], sampling,
+                                        use_tqdm=False)
         completions = [o.outputs[0] for o in outputs]
         width = max(1, max(len(c.token_ids) for c in completions))
         ids = torch.full((len(expanded), width), self.pad_id, dtype=torch.long)  # [N, R]
