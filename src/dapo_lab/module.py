@@ -25,6 +25,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 from dapo_lab.algo import functional as F
 from dapo_lab.groups import Group, TrainBatch, assemble, split_groups
@@ -94,6 +95,20 @@ class DAPOModule(L.LightningModule):
     def on_train_start(self) -> None:
         self.model.train()  # from_pretrained returns eval mode (matters for models with dropout)
 
+    def sync_rollout_weights(self) -> float:
+        """Make the rollout engine sample from the current policy (vLLM holds its own copy; HF shares it).
+
+        Lightning's ``strategy=fsdp`` wraps this whole module in one FSDP unit: gather the shards first.
+        Returns the seconds it took."""
+        start = time.perf_counter()
+        root = self._trainer.model if self._trainer is not None else None
+        if isinstance(root, FSDP):
+            with FSDP.summon_full_params(root, writeback=False):
+                self.rollout.update_weights(self.model)
+        else:
+            self.rollout.update_weights(self.model)
+        return time.perf_counter() - start
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Plain dicts of tensors and lists: loadable with torch.load(weights_only=True).
         checkpoint["dapo_state"] = {"stream": self.stream.state_dict(),
@@ -153,7 +168,7 @@ class DAPOModule(L.LightningModule):
     def collect_groups(self) -> tuple[list[Group], dict[str, float]]:
         """Generate until ``prompts_per_step`` groups pass the sampling filter (globally), or the bound hits."""
         target = self.batch_cfg.prompts_per_step
-        self.rollout.update_weights(self.model)  # engines with their own copy (vLLM) sample from the new policy
+        sync_s = self.sync_rollout_weights()  # engines with their own copy (vLLM) sample from the new policy
         collected, self.surplus = list(self.surplus), []
         carried = len(collected)
         rounds, round_metrics = 0, []
@@ -171,6 +186,7 @@ class DAPOModule(L.LightningModule):
         summed = {"rollout/tokens", "time/generate", "time/grade"}
         metrics = {k: (sum if k in summed else lambda v: sum(v) / len(v))([m[k] for m in round_metrics])
                    for k in (round_metrics[0] if round_metrics else {})}
+        metrics["time/weight_sync"] = sync_s
         metrics.update({"sampling/num_gen_batches": rounds, "sampling/batch_groups": len(batch),
                         "sampling/surplus_groups": len(self.surplus), "sampling/carried_groups": carried,
                         "sampling/bound_hit": float(len(batch) < target)})
@@ -195,6 +211,8 @@ class DAPOModule(L.LightningModule):
     def training_step(self, _batch: Any, _batch_idx: int) -> None:
         t_start = time.perf_counter()
         groups, metrics = self.collect_groups()
+        if hasattr(self.rollout, "sleep"):
+            self.rollout.sleep()  # vLLM sleep mode (GPU): free the KV cache while the trainer updates
         global_groups = _all_reduce_sum(torch.tensor(len(groups), device=self.device)).item()
         if global_groups == 0:  # the bound hit with nothing informative anywhere: log it, skip, never crash
             self._finish_step(metrics, updates=[], t_start=t_start)
@@ -219,6 +237,10 @@ class DAPOModule(L.LightningModule):
             "rollout/logprob_abs_diff": F.masked_mean((old_logp - batch.engine_logprobs).abs(), mask).item(),
             "rollout/logprob_abs_diff_max": (old_logp - batch.engine_logprobs).abs()[mask].max().item(),
         })
+        if (cap := getattr(self.rollout, "tis_cap", None)) is not None:
+            tis = F.truncated_importance_weights(old_logp, batch.engine_logprobs, cap=cap)  # [N, R]
+            metrics["rollout/tis_weight_mean"] = F.masked_mean(tis, mask).item()
+            metrics["rollout/tis_capped_frac"] = F.masked_mean((tis >= cap).float(), mask).item()
         t0 = time.perf_counter()
         updates = self._update(batch, old_logp, ref_logp, advantages)
         metrics["time/update"] = time.perf_counter() - t0
@@ -312,7 +334,7 @@ class DAPOModule(L.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def on_validation_epoch_start(self) -> None:
-        self.rollout.update_weights(self.model)
+        self.sync_rollout_weights()
 
     def validation_step(self, indices: Tensor, _batch_idx: int) -> None:
         e = self.eval_cfg
