@@ -71,6 +71,7 @@ class DAPOModule(L.LightningModule):
         self.rollout.attach(model, eos_id=tokenizer.eos_token_id, pad_id=self.pad_id)
         self.stream = PromptStream(len(train_examples), seed)
         self.surplus: list[Group] = []
+        self._weight_sync_s = 0.0
         self._prompt_cache: dict[tuple[str, int], list[int]] = {}
         self._eval_rows: list[dict[str, float]] = []
 
@@ -98,8 +99,11 @@ class DAPOModule(L.LightningModule):
     def sync_rollout_weights(self) -> float:
         """Make the rollout engine sample from the current policy (vLLM holds its own copy; HF shares it).
 
-        Lightning's ``strategy=fsdp`` wraps this whole module in one FSDP unit: gather the shards first.
-        Returns the seconds it took."""
+        Lightning's ``strategy=fsdp`` wraps this whole module in one FSDP unit: gather the shards first. That
+        gather is refused inside the wrapped forward (``training_step``), so this runs from the
+        ``on_train_batch_start`` / ``on_validation_epoch_start`` hooks, which Lightning calls outside it (a
+        GPU run with ``trainer=gpu_fsdp`` failed with "Cannot manually unshard parameters during
+        forward/backward" when it ran inside ``training_step``). Returns the seconds it took."""
         start = time.perf_counter()
         root = self._trainer.model if self._trainer is not None else None
         if isinstance(root, FSDP):
@@ -168,7 +172,7 @@ class DAPOModule(L.LightningModule):
     def collect_groups(self) -> tuple[list[Group], dict[str, float]]:
         """Generate until ``prompts_per_step`` groups pass the sampling filter (globally), or the bound hits."""
         target = self.batch_cfg.prompts_per_step
-        sync_s = self.sync_rollout_weights()  # engines with their own copy (vLLM) sample from the new policy
+        sync_s, self._weight_sync_s = self._weight_sync_s, 0.0  # done in on_train_batch_start
         collected, self.surplus = list(self.surplus), []
         carried = len(collected)
         rounds, round_metrics = 0, []
@@ -331,6 +335,10 @@ class DAPOModule(L.LightningModule):
             metrics["perf/rollout_tokens_per_s"] = metrics["rollout/tokens"] / metrics["time/generate"]
         self.lr_schedulers().step()
         self._log_at_step(metrics)
+
+    def on_train_batch_start(self, _batch: Any, _batch_idx: int) -> None:
+        # Engines with their own copy of the weights (vLLM) sample this step from the current policy.
+        self._weight_sync_s = self.sync_rollout_weights()
 
     # ------------------------------------------------------------------ evaluation
     def on_validation_epoch_start(self) -> None:

@@ -1,7 +1,7 @@
 """DAPO steps with rollout=vllm: the engine samples from the current policy at every step (weights pushed),
 with TIS switched on.
 
-Needs vLLM, and the module wiring (``rollout.update_weights`` at the start of ``collect_groups`` and of
+Needs vLLM, and the module wiring (``rollout.update_weights`` in ``on_train_batch_start`` and at the start of
 validation; TIS in ``accumulate_gradients``).
 """
 
