@@ -78,3 +78,24 @@ def test_paper_scale_composes_and_validates():
     assert parts["optim"].lr == 1e-6 and (parts["evaluation"].k, parts["evaluation"].top_p) == (32, 0.7)
     assert cfg.model.name_or_path == "Qwen/Qwen2.5-32B"
     assert cfg.data.train_path.endswith("dapo-math-17k.distinct.parquet")
+
+
+def test_ablation_sweep_composes_every_row_at_cpu_ablation_scale():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["sweep=ablation"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    params = cfg.hydra.sweeper.params
+    rows = params.experiment.split(",")
+    assert rows == [f"ablation/{f.stem}" for f in sorted((CONF / "experiment" / "ablation").glob("*.yaml"))
+                    if f.stem != "3_soft_overlong_only"]
+    assert params.seed == "1,2,3"
+    for row in rows:
+        parts = build_components(compose_train("sweep=ablation", f"experiment={row}"))
+        batch = parts["batch"]
+        assert (batch.group_size, batch.prompts_per_step, batch.updates_per_step) == (8, 16, 16)
+        assert parts["generation"].max_new_tokens == 96 and parts["evaluation"].max_prompts == 500
+
+
+def test_command_line_scale_wins_over_the_sweeps_scale():
+    parts = build_components(compose_train("sweep=ablation", "scale=paper", "experiment=ablation/5_dapo"))
+    assert parts["batch"].prompts_per_step == 512 and parts["optim"].lr == 1e-6
