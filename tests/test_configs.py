@@ -92,10 +92,27 @@ def test_ablation_sweep_composes_every_row_at_cpu_ablation_scale():
     for row in rows:
         parts = build_components(compose_train("sweep=ablation", f"experiment={row}"))
         batch = parts["batch"]
-        assert (batch.group_size, batch.prompts_per_step, batch.updates_per_step) == (8, 16, 16)
+        assert (batch.group_size, batch.prompts_per_step, batch.updates_per_step) == (8, 16, 4)
         assert parts["generation"].max_new_tokens == 96 and parts["evaluation"].max_prompts == 500
 
 
 def test_command_line_scale_wins_over_the_sweeps_scale():
     parts = build_components(compose_train("sweep=ablation", "scale=paper", "experiment=ablation/5_dapo"))
     assert parts["batch"].prompts_per_step == 512 and parts["optim"].lr == 1e-6
+
+
+@pytest.mark.parametrize("overrides", [[], ["sweep=ablation", "experiment=ablation/5_dapo"]],
+                         ids=["default", "ablation"])
+def test_soft_punishment_spares_every_correct_solution_that_fits(overrides):
+    # Eq. 13 penalises |y| > L_max - L_cache. A correct solution of the embedded task has a fixed length (one
+    # line per term, byte tokens, plus eos); any that fits in L_max must end before the buffer starts, or the
+    # punishment teaches the policy to cut correct reasoning short.
+    from dapo_lab.data.task import worked_solution
+    from dapo_lab.models.tokenizer import build_byte_tokenizer
+
+    parts = build_components(compose_train(*overrides))
+    soft, task, tok = parts["overlong"], instantiate(compose_train(*overrides).data), build_byte_tokenizer()
+    lengths = [len(tok(worked_solution(t), add_special_tokens=False)["input_ids"]) + 1 for t in task.eval_problems]
+    fitting = [n for n in lengths if n <= soft.max_len]
+    assert max(fitting) <= soft.max_len - soft.cache_len
+    assert 0.05 < sum(n > soft.max_len for n in lengths) / len(lengths) < 0.3  # the limit still binds on some

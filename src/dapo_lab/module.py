@@ -238,9 +238,16 @@ class DAPOModule(L.LightningModule):
             "train/acc": batch.correct.float().mean().item(), "train/reward_mean": batch.rewards.mean().item(),
             "train/entropy": F.masked_mean(entropy, mask).item(),
             "train/token_prob_mean": F.masked_mean(old_logp.exp(), mask).item(),
-            "rollout/logprob_abs_diff": F.masked_mean((old_logp - batch.engine_logprobs).abs(), mask).item(),
-            "rollout/logprob_abs_diff_max": (old_logp - batch.engine_logprobs).abs()[mask].max().item(),
         })
+        # The engine/trainer gap on this step's own rollouts only: carried surplus groups (the batch's first
+        # groups) were sampled before the last update, so their gap measures staleness, not the engine.
+        carried_rows = min(int(metrics.get("sampling/carried_groups", 0)), len(groups)) * self.batch_cfg.group_size
+        fresh = mask.clone()  # bool [N, R]
+        fresh[:carried_rows] = False
+        if fresh.any():
+            gap = (old_logp - batch.engine_logprobs).abs()  # [N, R]
+            metrics["rollout/logprob_abs_diff"] = F.masked_mean(gap, fresh).item()
+            metrics["rollout/logprob_abs_diff_max"] = gap[fresh].max().item()
         if (cap := getattr(self.rollout, "tis_cap", None)) is not None:
             tis = F.truncated_importance_weights(old_logp, batch.engine_logprobs, cap=cap)  # [N, R]
             metrics["rollout/tis_weight_mean"] = F.masked_mean(tis, mask).item()

@@ -134,3 +134,16 @@ def test_truncated_importance_sampling_reweights_token_losses():
     reference = next(module.model.parameters()).grad.clone()
     torch.testing.assert_close(with_tis, reference, rtol=1e-4, atol=1e-8)
     assert not torch.allclose(with_tis, grad_of_first_param(HFEngine()))
+
+
+def test_engine_gap_metric_leaves_out_carried_surplus(tmp_path):
+    # Step 1 keeps 6 informative groups (batch 4, surplus 2); step 2 trains on the 2 carried groups, sampled
+    # before step 1's updates, plus 2 fresh ones. The HF engine decodes with the trainer's own weights, so the
+    # gap on fresh rollouts is float noise; on the carried ones it is the policy's movement (lr 1e-2).
+    module = make_module(reward=ScriptedReward(["MMWR", "MMMM", "MRMW"], group_size=4), optim={"lr": 1e-2})
+    make_trainer(tmp_path, steps=2, limit_val_batches=0).fit(module)  # no eval: the script scores training only
+    metrics = pd.read_csv(next(tmp_path.rglob("metrics.csv"))).groupby("step").first()
+    train = metrics.dropna(subset=["sampling/carried_groups"])
+    assert list(train["sampling/carried_groups"]) == [0, 2]
+    assert (train["actor/ppo_kl"].abs() > 0).all()
+    assert (train["rollout/logprob_abs_diff_max"] < 1e-4).all(), train["rollout/logprob_abs_diff_max"]
