@@ -11,8 +11,10 @@ ends the line above: every step reads only nearby tokens or a keyed lookup. Unla
 0.8M model had not learned it after 400 steps. (What mattered most was the number of updates: batch 16
 learned the lookup in ~500 steps where batch 64 had not in 300; see `models/warmstart.py`.)
 With the defaults (2-8 terms) correct solutions take 25-105 tokens with the byte tokenizer (one per
-character, plus eos); ~14% exceed the trainer's default 96-token response limit, so overlong filtering and
-soft punishment have something to act on. Splits are disjoint by problem (the tuple of terms): the eval
+character, plus eos): 2-5 terms 25-66, 6 terms 69-79, 7 terms 86-92, 8 terms 97-105. The 8-term ones (~14%)
+exceed the trainer's default 96-token response limit, so overlong filtering and soft punishment have
+something to act on; the soft-punishment buffer must start after 92 tokens or it penalises correct 6-7-term
+solutions (tests/test_configs.py checks the configs). Splits are disjoint by problem (the tuple of terms): the eval
 split is drawn first from its own seeded stream, and train draws skip every eval problem.
 """
 
