@@ -241,7 +241,7 @@ class DAPOModule(L.LightningModule):
         })
         # The engine/trainer gap on this step's own rollouts only: carried surplus groups (the batch's first
         # groups) were sampled before the last update, so their gap measures staleness, not the engine.
-        carried_rows = min(int(metrics.get("sampling/carried_groups", 0)), len(groups)) * self.batch_cfg.group_size
+        carried_rows = min(int(metrics["sampling/carried_groups"]), len(groups)) * self.batch_cfg.group_size
         fresh = mask.clone()  # bool [N, R]
         fresh[:carried_rows] = False
         if fresh.any():
