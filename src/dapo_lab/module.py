@@ -201,15 +201,26 @@ class DAPOModule(L.LightningModule):
         return response_logprobs(model, [batch.prompt_ids[i] for i in rows.tolist()], batch.response_ids[rows],
                                  pad_id=self.pad_id, temperature=self.gen_cfg.temperature, with_entropy=with_entropy)
 
+    def _old_from_engine(self) -> bool:
+        return getattr(self.rollout, "old_logprobs", "recompute") == "engine"
+
     @torch.no_grad()
-    def _score_batch(self, batch: TrainBatch) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Old (and reference) log-probs ``[N, R]`` and entropy, once per step, micro-batched."""
+    def _score_batch(self, batch: TrainBatch) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Old (and reference) log-probs ``[N, R]`` and entropy ``[N, R]``, once per step, micro-batched.
+
+        With ``rollout.old_logprobs="engine"`` the old log-probs are the engine's and there is no forward
+        here (entropy ``None``: the update measures it) unless a reference model needs one.
+        """
+        from_engine = self._old_from_engine()
         old, ent, ref = [], [], []
         for rows in torch.arange(len(batch)).split(self.batch_cfg.micro_batch_size):
-            lp, h = self._logprobs(self.model, batch, rows, with_entropy=True)
-            old.append(lp.cpu()), ent.append(h.cpu())
+            if not from_engine:
+                lp, h = self._logprobs(self.model, batch, rows, with_entropy=True)
+                old.append(lp.cpu()), ent.append(h.cpu())
             if self.ref_model is not None:
                 ref.append(self._logprobs(self.ref_model, batch, rows)[0].cpu())
+        if from_engine:
+            return batch.engine_logprobs.clone(), None, (torch.cat(ref) if ref else None)
         return torch.cat(old), torch.cat(ent), (torch.cat(ref) if ref else None)
 
     def training_step(self, _batch: Any, _batch_idx: int) -> None:
@@ -236,15 +247,16 @@ class DAPOModule(L.LightningModule):
         metrics.update({k: float(v) for k, v in adv_metrics.items()})
         metrics.update({
             "train/acc": batch.correct.float().mean().item(), "train/reward_mean": batch.rewards.mean().item(),
-            "train/entropy": F.masked_mean(entropy, mask).item(),
             "train/token_prob_mean": F.masked_mean(old_logp.exp(), mask).item(),
         })
+        if entropy is not None:
+            metrics["train/entropy"] = F.masked_mean(entropy, mask).item()
         # The engine/trainer gap on this step's own rollouts only: carried surplus groups (the batch's first
         # groups) were sampled before the last update, so their gap measures staleness, not the engine.
         carried_rows = min(int(metrics["sampling/carried_groups"]), len(groups)) * self.batch_cfg.group_size
         fresh = mask.clone()  # bool [N, R]
         fresh[:carried_rows] = False
-        if fresh.any():
+        if fresh.any() and not self._old_from_engine():
             gap = (old_logp - batch.engine_logprobs).abs()  # [N, R]
             metrics["rollout/logprob_abs_diff"] = F.masked_mean(gap, fresh).item()
             metrics["rollout/logprob_abs_diff_max"] = gap[fresh].max().item()
@@ -255,6 +267,9 @@ class DAPOModule(L.LightningModule):
         t0 = time.perf_counter()
         updates = self._update(batch, old_logp, ref_logp, advantages)
         metrics["time/update"] = time.perf_counter() - t0
+        if entropy is None:  # measured in the first epoch's forward passes, over every response token once
+            ent_sum, ent_tokens = (sum(u.pop(key, 0.0) for u in updates) for key in ("_entropy_sum", "_entropy_tokens"))
+            metrics["train/entropy"] = ent_sum / max(ent_tokens, 1.0)
         metrics["perf/update_tokens_per_s"] = batch.response_mask.sum().item() * self.batch_cfg.ppo_epochs / max(
             metrics["time/update"], 1e-9)
         self._finish_step(metrics, updates, t_start)
@@ -272,7 +287,9 @@ class DAPOModule(L.LightningModule):
         updates = []
         for i, mini in enumerate(minis):
             opt.zero_grad(set_to_none=True)
-            stats = {} if batch is None else self.accumulate_gradients(batch, mini, old_logp, ref_logp, advantages)
+            with_entropy = self._old_from_engine() and i < per_epoch  # no old-log-prob pass measured it
+            stats = {} if batch is None else self.accumulate_gradients(batch, mini, old_logp, ref_logp, advantages,
+                                                                       with_entropy=with_entropy)
             if batch is None:  # keep the collectives of accumulate_gradients in step with the other ranks
                 _all_reduce_sum(torch.zeros((), dtype=torch.long, device=self.device))
                 _all_reduce_sum(torch.zeros((), dtype=torch.long, device=self.device))
@@ -288,8 +305,12 @@ class DAPOModule(L.LightningModule):
         return updates
 
     def accumulate_gradients(self, batch: TrainBatch, mini: Tensor, old_logp: Tensor, ref_logp: Tensor | None,
-                             advantages: Tensor) -> dict[str, float]:
-        """Backward over the micro-batches of one mini-batch (rows ``mini``); grads sum to the mini-batch's."""
+                             advantages: Tensor, with_entropy: bool = False) -> dict[str, float]:
+        """Backward over the micro-batches of one mini-batch (rows ``mini``); grads sum to the mini-batch's.
+
+        ``with_entropy``: also return the policy entropy summed over the rows' response tokens
+        (``_entropy_sum`` / ``_entropy_tokens``), from the same forward.
+        """
         loss_mask = batch.loss_mask
         mini_mask = loss_mask[mini]
         global_tokens = _all_reduce_sum(mini_mask.sum().to(self.device))
@@ -297,7 +318,11 @@ class DAPOModule(L.LightningModule):
         stats: dict[str, float] = {}
         for rows in mini.split(self.batch_cfg.micro_batch_size):
             lm = loss_mask[rows].to(self.device)
-            logp, _ = self._logprobs(self.model, batch, rows)
+            logp, entropy = self._logprobs(self.model, batch, rows, with_entropy=with_entropy)
+            if entropy is not None:
+                response = batch.response_mask[rows].to(self.device)
+                stats["_entropy_sum"] = stats.get("_entropy_sum", 0.0) + (entropy * response).sum().item()
+                stats["_entropy_tokens"] = stats.get("_entropy_tokens", 0.0) + response.sum().item()
             token_loss, clip_metrics = self.clip(logp, old_logp[rows].to(self.device),
                                                  advantages[rows].to(self.device), lm)
             if (cap := getattr(self.rollout, "tis_cap", None)) is not None:

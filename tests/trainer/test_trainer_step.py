@@ -147,3 +147,61 @@ def test_engine_gap_metric_leaves_out_carried_surplus(tmp_path):
     assert list(train["sampling/carried_groups"]) == [0, 2]
     assert (train["actor/ppo_kl"].abs() > 0).all()
     assert (train["rollout/logprob_abs_diff_max"] < 1e-4).all(), train["rollout/logprob_abs_diff_max"]
+
+
+def test_engine_old_logprobs_are_the_recomputed_ones():
+    """old_logprobs="engine" skips the forward: the HF engine sampled with the trainer's own fp32 weights,
+    so its log-probs must equal the recompute and give the same policy gradient."""
+    from dapo_lab.rollout import HFEngine
+
+    module = make_module(sampling=KeepAll(), reward=FunctionReward(parity_reward))
+    batch = assemble(module.collect_groups()[0], module.pad_id)
+    recomputed, entropy, _ = module._score_batch(batch)
+    module.rollout = HFEngine(old_logprobs="engine")
+    module.rollout.attach(module.model, eos_id=module.tokenizer.eos_token_id, pad_id=module.pad_id)
+    from_engine, no_entropy, _ = module._score_batch(batch)
+    assert no_entropy is None and entropy is not None
+    mask = batch.response_mask
+    torch.testing.assert_close(from_engine[mask], recomputed[mask], rtol=0, atol=1e-5)
+    advantages = torch.randn(len(batch), generator=torch.Generator().manual_seed(0))
+    rows = torch.arange(len(batch))
+
+    def grads(old_logp):
+        module.model.zero_grad(set_to_none=True)
+        stats = module.accumulate_gradients(batch, rows, old_logp, None, advantages, with_entropy=True)
+        return [p.grad.clone() for p in module.model.parameters()], stats
+
+    (a, stats), (b, _) = grads(from_engine), grads(recomputed)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-6)
+    # The entropy measured in the update's forward is the old-log-prob pass's (same weights, same rows).
+    assert stats["_entropy_tokens"] == mask.sum().item()
+    assert stats["_entropy_sum"] / stats["_entropy_tokens"] == pytest.approx(
+        (entropy * mask).sum().item() / mask.sum().item(), rel=1e-4)
+
+
+def test_engine_old_logprobs_run_logs_the_same_first_step(tmp_path):
+    """A Trainer run with old_logprobs="engine" logs train/entropy from the update's forward; with one update
+    per step that forward sees the pre-update policy, so step 1 matches the recompute run's metrics."""
+    from dapo_lab.rollout import HFEngine
+
+    def run(out, engine):
+        module = make_module(rollout=engine, sampling=KeepAll(), reward=FunctionReward(parity_reward),
+                             batch={"mini_batch_prompts": 4})
+        make_trainer(out, steps=2, limit_val_batches=0).fit(module)
+        return _metrics(out)
+
+    recompute, engine = run(tmp_path / "a", HFEngine()), run(tmp_path / "b", HFEngine(old_logprobs="engine"))
+    assert "rollout/logprob_abs_diff" in recompute and "rollout/logprob_abs_diff" not in engine
+    for col in ["train/entropy", "train/token_prob_mean", "actor/pg_loss", "rollout/acc"]:
+        assert engine.loc[1, col] == pytest.approx(recompute.loc[1, col], rel=1e-4), col
+    assert engine["train/entropy"].notna().all() and (engine["actor/num_updates"] == 1).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [({"old_logprobs": "trainer"}, "rollout.old_logprobs"),
+                                           ({"old_logprobs": "engine", "tis_cap": 2.0}, "rollout.tis_cap")])
+def test_old_logprobs_setting_is_checked(kwargs, match):
+    from dapo_lab.rollout import HFEngine
+
+    with pytest.raises(ValueError, match=match):
+        HFEngine(**kwargs)

@@ -59,6 +59,24 @@ class RolloutOutput:
         return self.response_ids.shape[0]
 
 
+OLD_LOGPROBS = ("recompute", "engine")
+
+
+def check_old_logprobs(old_logprobs: str, tis_cap: float | None) -> None:
+    """Validate an engine's ``old_logprobs`` / ``tis_cap`` pair (one clear error naming the field).
+
+    >>> check_old_logprobs("engine", 2.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: rollout.tis_cap corrects the gap ... old_logprobs='engine' removes: set one of them
+    """
+    if old_logprobs not in OLD_LOGPROBS:
+        raise ValueError(f"rollout.old_logprobs must be one of {list(OLD_LOGPROBS)}, got {old_logprobs!r}")
+    if old_logprobs == "engine" and tis_cap is not None:
+        raise ValueError("rollout.tis_cap corrects the gap between engine and trainer log-probs, which "
+                         "old_logprobs='engine' removes: set one of them")
+
+
 @runtime_checkable
 class RolloutEngine(Protocol):
     """What the trainer needs from a generator."""

