@@ -89,8 +89,10 @@ class DAPOModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.optim_cfg
         opt = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        warmup = max(o.warmup_steps, 0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        total = self.trainer.max_steps if self._trainer is not None and self.trainer.max_steps > 0 else None
+        if o.decay != "constant" and total is None:
+            raise ValueError("optim.decay needs the run's length: set trainer.max_steps")
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: o.lr_factor(s, total))
         return [opt], [{"scheduler": sched, "interval": "step"}]
 
     def on_train_start(self) -> None:

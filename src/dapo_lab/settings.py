@@ -6,6 +6,7 @@ is loaded.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -47,18 +48,44 @@ class BatchSettings:
 
 @dataclass(frozen=True)
 class OptimSettings:
-    """AdamW with linear warmup to a constant learning rate (the paper: lr 1e-6, 20 warmup steps)."""
+    """AdamW with linear warmup to a constant learning rate (the paper: lr 1e-6, 20 warmup steps).
+
+    ``decay="cosine"`` (verl's ``lr_scheduler_type: cosine``) decays it after the warmup to
+    ``min_lr_ratio × lr`` at the run's last step; ``"constant"`` (the paper's) keeps it.
+    """
 
     lr: float = 1e-6
     warmup_steps: int = 0
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
+    decay: str = "constant"
+    min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
             raise ValueError(f"optim: lr and grad_clip must be > 0 and warmup_steps >= 0, got {self}")
+        if self.decay not in ("constant", "cosine"):
+            raise ValueError(f"optim.decay must be 'constant' or 'cosine', got {self.decay!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         object.__setattr__(self, "betas", tuple(self.betas))
+
+    def lr_factor(self, step: int, total_steps: int | None) -> float:
+        """The multiplier of ``lr`` for the update made at DAPO step ``step`` (0-based) of ``total_steps``.
+
+        >>> o = OptimSettings(lr=1.0, warmup_steps=2, decay="cosine", min_lr_ratio=0.1)
+        >>> [round(o.lr_factor(s, 6), 3) for s in range(6)]
+        [0.5, 1.0, 1.0, 0.775, 0.325, 0.1]
+        >>> [OptimSettings(warmup_steps=2).lr_factor(s, 6) for s in (0, 1, 5)]
+        [0.5, 1.0, 1.0]
+        """
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.decay == "constant" or not total_steps:
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / max(1, total_steps - self.warmup_steps - 1))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)

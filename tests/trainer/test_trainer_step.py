@@ -205,3 +205,26 @@ def test_old_logprobs_setting_is_checked(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         HFEngine(**kwargs)
+
+
+def test_cosine_decay_follows_the_formula(tmp_path):
+    """optim.decay=cosine: the lr of step s (0-based, T steps, no warmup) is lr·(m + (1 − m)·½(1 + cos(π s/(T−1))))."""
+    import math
+
+    lr, m, steps = 1e-3, 0.1, 3
+    module = make_module(sampling=KeepAll(), reward=FunctionReward(parity_reward),
+                         optim={"lr": lr, "decay": "cosine", "min_lr_ratio": m})
+    make_trainer(tmp_path, steps=steps, limit_val_batches=0).fit(module)
+    logged = _metrics(tmp_path)["actor/lr"].tolist()
+    expected = [lr * (m + (1 - m) * 0.5 * (1 + math.cos(math.pi * s / (steps - 1)))) for s in range(steps)]
+    assert logged == pytest.approx(expected, rel=1e-6)
+    assert logged[-1] == pytest.approx(lr * m)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"decay": "linear"}, "optim.decay"),
+                                           ({"min_lr_ratio": 1.5}, "optim.min_lr_ratio")])
+def test_decay_settings_are_checked(kwargs, match):
+    from dapo_lab.settings import OptimSettings
+
+    with pytest.raises(ValueError, match=match):
+        OptimSettings(**kwargs)
