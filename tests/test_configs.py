@@ -94,6 +94,16 @@ def test_ablation_sweep_composes_every_row_at_cpu_ablation_scale():
         batch = parts["batch"]
         assert (batch.group_size, batch.prompts_per_step, batch.updates_per_step) == (8, 16, 4)
         assert parts["generation"].max_new_tokens == 96 and parts["evaluation"].max_prompts == 500
+        # The settings the recorded sweep ran with, whatever the default run later moved to.
+        assert parts["generation"].temperature == 1.0 and parts["rollout"].old_logprobs == "recompute"
+
+
+def test_default_run_settings():
+    parts = build_components(compose_train())
+    assert parts["generation"].temperature == 0.8 and parts["rollout"].old_logprobs == "engine"
+    assert compose_train().trainer.max_steps == 90
+    paper = build_components(compose_train("scale=paper"))
+    assert paper["generation"].temperature == 1.0 and paper["rollout"].old_logprobs == "recompute"
 
 
 def test_command_line_scale_wins_over_the_sweeps_scale():
