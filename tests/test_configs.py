@@ -96,14 +96,17 @@ def test_ablation_sweep_composes_every_row_at_cpu_ablation_scale():
         assert parts["generation"].max_new_tokens == 96 and parts["evaluation"].max_prompts == 500
         # The settings the recorded sweep ran with, whatever the default run later moved to.
         assert parts["generation"].temperature == 1.0 and parts["rollout"].old_logprobs == "recompute"
+        assert parts["optim"].decay == "constant"
 
 
 def test_default_run_settings():
     parts = build_components(compose_train())
     assert parts["generation"].temperature == 0.8 and parts["rollout"].old_logprobs == "engine"
-    assert compose_train().trainer.max_steps == 90
+    assert (parts["optim"].decay, parts["optim"].min_lr_ratio) == ("cosine", 0.1)
+    assert compose_train().trainer.max_steps == 80 and parts["evaluation"].every == 40
     paper = build_components(compose_train("scale=paper"))
     assert paper["generation"].temperature == 1.0 and paper["rollout"].old_logprobs == "recompute"
+    assert paper["optim"].decay == "constant"
 
 
 def test_command_line_scale_wins_over_the_sweeps_scale():
