@@ -1,0 +1,91 @@
+"""Where a default DAPO step's time goes, and the rollout engine against raw forwards, in one process.
+
+    .venv/bin/python experiments/bench_step.py [--steps 10] [override ...]
+
+Builds the default run (``conf/train.yaml`` plus any Hydra overrides, e.g. ``rollout=vllm``), trains
+``--steps`` steps without evaluations, and prints the mean phase times and throughputs the run logged
+(``time/*``, ``perf/*``, ``sampling/num_gen_batches``). Then, on the same model, it times raw cached forward
+passes at the size of one generation round (``gen_prompts × group_size`` rows × ``max_new_tokens``), the floor
+any decoder pays, so the engine's in-training throughput is compared with it side by side. In training,
+responses end at different lengths, so late decode steps run on few rows; the fixed-length comparison with EOS
+off is ``experiments/bench_rollout.py``. Run it alone: another torch process on the 2 cores skews it 10-100x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from dapo_lab.analysis.runs import read_metrics_csv
+from dapo_lab.build import build, set_threads
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_rollout import raw_decode  # noqa: E402  (a sibling script, not a package)
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PHASES = ["time/generate", "time/grade", "time/old_logprob", "time/weight_sync", "time/update", "time/step",
+          "perf/rollout_tokens_per_s", "perf/update_tokens_per_s", "sampling/num_gen_batches",
+          "rollout/response_len_mean"]
+
+
+def train_steps(cfg: DictConfig, out: Path) -> dict[str, float]:
+    """Train ``cfg.trainer.max_steps`` steps; the mean of each logged phase metric over the steps after the first."""
+    set_threads(cfg.get("threads"))
+    built = build(cfg, out)
+    built.trainer.fit(built.module)
+    long = read_metrics_csv(next(out.rglob("metrics.csv")))  # step, metric, value
+    frame = long.pivot_table(index="step", columns="metric", values="value")  # one row per step
+    steps = frame.dropna(subset=["time/step"]).iloc[1:]  # the first step pays one-off allocations
+    means = {name: float(steps[name].mean()) for name in PHASES if name in steps and steps[name].notna().any()}
+    means["steps timed"] = float(len(steps))
+    bench_raw_forward(built, cfg, means)
+    return means
+
+
+def bench_raw_forward(built, cfg: DictConfig, means: dict[str, float]) -> None:
+    module = built.module
+    rows = cfg.batch.gen_prompts * cfg.batch.group_size
+    new = int(cfg.generation.max_new_tokens)
+    prompts = [module.tokenizer(module.render(e), add_special_tokens=False)["input_ids"]
+               for e in module.train_examples[:rows]]
+    width = min(len(p) for p in prompts)
+    batch = torch.tensor([p[:width] for p in prompts])  # [rows, P] (cut to the shortest: no padding)
+    model = module.model.eval()
+    # The floor with the attention kernel the engine decodes with (the HF engine switches the tiny model to sdpa).
+    kernel = getattr(module.rollout, "attn_implementation", None)
+    if kernel is not None:
+        model.set_attn_implementation(kernel)
+    raw_decode(model, batch[:8], 4, autocast=False)  # warm-up
+    seconds = raw_decode(model, batch, new, autocast=False)
+    means[f"raw forward tokens/s ({rows} rows x {new}, fp32, {kernel or 'own'} attention)"] = rows * new / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10)
+    args, overrides = parser.parse_known_args()
+    if args.steps < 2:
+        parser.error("--steps must be >= 2 (the first step is not timed)")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            f"trainer.max_steps={args.steps}", "trainer.enable_progress_bar=false",
+            f"evaluation.every={args.steps + 1}", *overrides])
+    with tempfile.TemporaryDirectory() as tmp:
+        means = train_steps(cfg, Path(tmp))
+    print(f"default run, {args.steps} steps, overrides {overrides or 'none'}, threads {torch.get_num_threads()}")
+    print("| metric | mean |\n|---|--:|")
+    for name, value in means.items():
+        print(f"| {name} | {value:,.3f} |" if value < 100 else f"| {name} | {value:,.0f} |")
+    raw = next(value for name, value in means.items() if name.startswith("raw forward"))
+    if "perf/rollout_tokens_per_s" in means:
+        print(f"engine in training / raw forward: {means['perf/rollout_tokens_per_s'] / raw:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""experiments/bench_step.py runs a short real training and prints its phase table and the raw-forward floor."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "bench_step.py"
+
+
+def test_bench_step_reports_phases_and_the_raw_forward_ratio(tmp_path):
+    env = {**os.environ, "DAPO_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, str(SCRIPT), "--steps", "2", "debug=tiny", "sampling=none"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = dict(re.findall(r"^\| ([^|]+?) \| ([\d,.]+) \|$", done.stdout, flags=re.M))
+    assert float(table["steps timed"]) == 1  # the first of the 2 steps is left out
+    step = float(table["time/step"])
+    assert 0 < float(table["time/generate"]) < step and 0 < float(table["time/update"]) < step
+    raw = next(float(v.replace(",", "")) for k, v in table.items() if k.startswith("raw forward"))
+    ratio = float(re.search(r"engine in training / raw forward: ([\d.]+)", done.stdout).group(1))
+    assert raw > 0 and abs(ratio - float(table["perf/rollout_tokens_per_s"].replace(",", "")) / raw) < 0.01
+
+
+def test_bench_step_refuses_a_single_step():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--steps", "1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--steps must be >= 2" in done.stderr
