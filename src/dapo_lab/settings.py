@@ -6,8 +6,9 @@ is loaded.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from dapo_lab.schedule import lr_at
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,9 @@ class OptimSettings:
         >>> [OptimSettings(warmup_steps=2).lr_factor(s, 6) for s in (0, 1, 5)]
         [0.5, 1.0, 1.0]
         """
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
         if self.decay == "constant" or not total_steps:
-            return 1.0
-        progress = min(1.0, (step - self.warmup_steps) / max(1, total_steps - self.warmup_steps - 1))
-        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            return (step + 1) / self.warmup_steps if step < self.warmup_steps else 1.0
+        return lr_at(step, total_steps, 1.0, self.warmup_steps, self.min_lr_ratio)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ greedy, batch 16 x 1200 steps 88%). Batches are length-bucketed so padding costs
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from dapo_lab.data.example import PromptExample
 from dapo_lab.data.task import RunningSumTask, Terms, task_prompt, worked_solution
+from dapo_lab.schedule import lr_at
 
 IGNORE = -100
 
@@ -83,18 +83,6 @@ def length_bucketed(
         chunks = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
         rng.shuffle(chunks)
         yield from chunks
-
-
-def lr_at(step: int, steps: int, lr: float, warmup: int, final_frac: float) -> float:
-    """Linear warmup, then cosine decay to `final_frac * lr`.
-
-    >>> [round(lr_at(s, 100, 1.0, 10, 0.1), 3) for s in (0, 9, 10, 55, 99)]
-    [0.1, 1.0, 1.0, 0.542, 0.1]
-    """
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup - 1)
-    return lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def warm_start(
