@@ -17,9 +17,9 @@ import time
 import torch
 
 from dapo_lab.models.tiny import build_tiny
-from dapo_lab.policy import response_logprobs
 from dapo_lab.rollout import HFEngine, SamplingParams
 from dapo_lab.rollout.hf import _cache_kwarg
+from dapo_lab.trainer.teacher_forced import response_logprobs
 
 
 def raw_decode(model, prompts: torch.Tensor, new_tokens: int, autocast: bool) -> float:

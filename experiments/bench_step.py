@@ -49,16 +49,15 @@ def train_steps(cfg: DictConfig, out: Path) -> dict[str, float]:
 
 
 def bench_raw_forward(built, cfg: DictConfig, means: dict[str, float]) -> None:
-    module = built.module
+    learner = built.learner
     rows = cfg.batch.gen_prompts * cfg.batch.group_size
     new = int(cfg.generation.max_new_tokens)
-    prompts = [module.tokenizer(module.render(e), add_special_tokens=False)["input_ids"]
-               for e in module.train_examples[:rows]]
+    prompts = [learner.train.ids(i) for i in range(rows)]
     width = min(len(p) for p in prompts)
     batch = torch.tensor([p[:width] for p in prompts])  # [rows, P] (cut to the shortest: no padding)
-    model = module.model.eval()
+    model = learner.model.eval()
     # The floor with the attention kernel the engine decodes with (the HF engine switches the tiny model to sdpa).
-    kernel = getattr(module.rollout, "attn_implementation", None)
+    kernel = getattr(learner.rollout, "attn_implementation", None)
     if kernel is not None:
         model.set_attn_implementation(kernel)
     raw_decode(model, batch[:8], 4, autocast=False)  # warm-up

@@ -113,7 +113,7 @@ import traceback
 import torch
 
 from dapo_lab.models.tiny import build_tiny
-from dapo_lab.policy import response_logprobs
+from dapo_lab.trainer.teacher_forced import response_logprobs
 from dapo_lab.rollout import HFEngine, SamplingParams
 
 DIMS = dict(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)

@@ -95,18 +95,28 @@ def test_ablation_sweep_composes_every_row_at_cpu_ablation_scale():
         assert (batch.group_size, batch.prompts_per_step, batch.updates_per_step) == (8, 16, 4)
         assert parts["generation"].max_new_tokens == 96 and parts["evaluation"].max_prompts == 500
         # The settings the recorded sweep ran with, whatever the default run later moved to.
-        assert parts["generation"].temperature == 1.0 and parts["rollout"].old_logprobs == "recompute"
+        assert parts["generation"].temperature == 1.0 and parts["rollout_correction"].old_logprobs == "recompute"
         assert parts["optim"].decay == "constant"
 
 
 def test_default_run_settings():
     parts = build_components(compose_train())
-    assert parts["generation"].temperature == 0.8 and parts["rollout"].old_logprobs == "engine"
+    # auto: the HF engine decodes the training weights in fp32, so its log-probs serve as π_old.
+    assert parts["generation"].temperature == 0.8 and parts["rollout_correction"].old_logprobs == "auto"
+    assert parts["rollout_correction"].resolve(parts["rollout"].logprobs_match_trainer) == "engine"
     assert (parts["optim"].decay, parts["optim"].min_lr_ratio) == ("cosine", 0.1)
     assert compose_train().trainer.max_steps == 80 and parts["evaluation"].every == 40
     paper = build_components(compose_train("scale=paper"))
-    assert paper["generation"].temperature == 1.0 and paper["rollout"].old_logprobs == "recompute"
+    assert paper["generation"].temperature == 1.0 and paper["rollout_correction"].old_logprobs == "recompute"
     assert paper["optim"].decay == "constant"
+
+
+def test_scale_overrides_need_no_engine_field():
+    """The loss settings live in rollout_correction, not on the engine: a scale that pins them composes with any
+    engine, including one without such fields (here: the vLLM config, whose engine may not even be installed)."""
+    cfg = compose_train("scale=paper", "rollout=vllm")
+    assert "old_logprobs" not in cfg.rollout and "tis_cap" not in cfg.rollout
+    assert cfg.rollout_correction.old_logprobs == "recompute"
 
 
 def test_command_line_scale_wins_over_the_sweeps_scale():

@@ -1,7 +1,9 @@
 """The one place where configs become objects (``hydra.utils.instantiate`` is called only here).
 
 Light components are built and cross-checked first, so an inconsistent config fails with one clear
-``ValueError`` before any model or dataset is loaded.
+``ValueError`` before any model or dataset is loaded. ``build_learner`` stops at the Lightning-free
+:class:`~dapo_lab.trainer.DAPOLearner` (tests, notebooks); ``build`` wraps it in a ``DAPOModule`` and a
+Lightning ``Trainer``. Both accept built objects that replace the config's (``reward=MyReward()``).
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dapo_lab.data.example import render_prompt
-from dapo_lab.data.task import RunningSumTask
-from dapo_lab.module import DAPOModule
+from dapo_lab.trainer.learner import DAPOLearner
+from dapo_lab.trainer.module import DAPOModule
+from dapo_lab.trainer.prompts import PromptSet
 
 COMPONENT_GROUPS = ("clip", "loss", "advantage", "kl", "overlong", "sampling", "reward", "rollout")
-SETTINGS = ("batch", "optim", "generation", "evaluation")
+SETTINGS = ("batch", "optim", "generation", "evaluation", "rollout_correction")
 
 
 def instantiate(node: Any, **kwargs: Any) -> Any:
@@ -44,13 +47,22 @@ class Built:
     trainer: L.Trainer
     output_dir: Path
 
+    @property
+    def learner(self) -> DAPOLearner:
+        return self.module.learner
 
-def build_components(cfg: DictConfig) -> dict[str, Any]:
-    """Instantiate every component and settings node, and check that they fit together."""
+
+def build_components(cfg: DictConfig, **replace: Any) -> dict[str, Any]:
+    """Instantiate every component and settings node (``replace``: built objects used instead), and check that
+    they fit together."""
     for key in (*COMPONENT_GROUPS, *SETTINGS, "model", "data", "trainer", "logger"):
         if key not in cfg or cfg[key] is None:
             raise ValueError(f"config is missing the '{key}' node")
-    parts = {name: instantiate(cfg[name]) for name in (*COMPONENT_GROUPS, *SETTINGS)}
+    unknown = set(replace) - {*COMPONENT_GROUPS, *SETTINGS}
+    if unknown:
+        raise ValueError(f"cannot replace {sorted(unknown)}: only {[*COMPONENT_GROUPS, *SETTINGS]}")
+    parts = {name: replace[name] if name in replace else instantiate(cfg[name])
+             for name in (*COMPONENT_GROUPS, *SETTINGS)}
     check_consistency(parts)
     return parts
 
@@ -65,31 +77,36 @@ def check_consistency(parts: dict[str, Any]) -> None:
         raise ValueError("evaluation.k must be >= 1")
 
 
-def build(cfg: DictConfig, output_dir: Path) -> Built:
-    """Everything a run needs: components, model, data, module, Lightning trainer."""
-    parts = build_components(cfg)
+def build_learner(cfg: DictConfig, **replace: Any) -> tuple[DAPOLearner, dict[str, Any]]:
+    """The Lightning-free learner of ``cfg`` (model and data loaded), and the built settings and components."""
+    parts = build_components(cfg, **replace)
     L.seed_everything(cfg.seed, workers=True)
     spec = instantiate(cfg.model)
     data = instantiate(cfg.data)
-    # The tiny model warm-starts on the generated task it will be trained on.
-    model, tokenizer = spec.load(task=data if isinstance(data, RunningSumTask) else None)
+    model, tokenizer = spec.load(data)  # a model that warm-starts does so on this data's worked solutions
     model.train()  # from_pretrained returns eval mode
-    train_examples, eval_examples = data.train_examples(), data.eval_examples()
-    ref_model = None
-    if parts["kl"].needs_reference:
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if parts["kl"].needs_reference else None
     render = functools.partial(render_prompt, tokenizer=tokenizer,
                                use_chat_template=bool(getattr(spec, "use_chat_template", False)))
-    module = DAPOModule(
-        model=model, tokenizer=tokenizer, train_examples=train_examples, eval_examples=eval_examples,
-        render=render, ref_model=ref_model, seed=int(cfg.seed),
-        **{name: parts[name] for name in COMPONENT_GROUPS}, **{name: parts[name] for name in SETTINGS},
+    learner = DAPOLearner(
+        model=model, tokenizer=tokenizer, train=PromptSet(data.train_examples(), tokenizer, render),
+        eval=PromptSet(data.eval_examples(), tokenizer, render), ref_model=ref_model, seed=int(cfg.seed),
+        **{name: parts[name] for name in (*COMPONENT_GROUPS, *SETTINGS) if name != "optim"},
     )
+    return learner, parts
+
+
+def build(cfg: DictConfig, output_dir: Path, **replace: Any) -> Built:
+    """Everything a run needs: components, model, data, learner, module, Lightning trainer."""
+    learner, parts = build_learner(cfg, **replace)
+    module = DAPOModule(learner, parts["optim"])
     logger = instantiate(cfg.logger, save_dir=str(output_dir))
+    # Every logger carries the resolved config: a W&B run page shows its settings, the CSV run a hparams.yaml.
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True,
                                                       save_top_k=0, every_n_epochs=1)
     trainer_args = dict(cfg.trainer)
-    if isinstance(cfg.trainer.get("strategy"), DictConfig):  # e.g. dapo_lab.strategy.GradSyncDDPStrategy
+    if isinstance(cfg.trainer.get("strategy"), DictConfig):  # e.g. dapo_lab.trainer.strategy.GradSyncDDPStrategy
         trainer_args["strategy"] = instantiate(cfg.trainer.strategy)
     trainer = L.Trainer(**trainer_args, logger=logger, callbacks=[checkpoints], default_root_dir=str(output_dir))
     return Built(module=module, trainer=trainer, output_dir=output_dir)

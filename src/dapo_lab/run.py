@@ -36,10 +36,11 @@ def main(cfg: DictConfig) -> float:
     else:
         trainer.validate(module, verbose=False)  # step 0: every run records its own starting point
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
-    if trainer.global_step % module.eval_cfg.every != 0:
+    if trainer.global_step % module.learner.evaluator.settings.every != 0:
         trainer.validate(module, verbose=False)
     module.model.save_pretrained(out / "policy")
-    module.tokenizer.save_pretrained(out / "policy")
+    module.learner.tokenizer.save_pretrained(out / "policy")
+    module.learner.close()
     final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("eval/")}
     log.info("final eval: %s", final)
     return final.get(cfg.get("objective", "eval/greedy_acc"), float("nan"))

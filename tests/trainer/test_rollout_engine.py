@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import favour_eos, make_module
+from helpers import favour_eos, make_learner
 
-from dapo_lab.policy import response_logprobs
 from dapo_lab.rollout import SamplingParams
 from dapo_lab.rollout.hf import top_p_filter
+from dapo_lab.trainer.teacher_forced import response_logprobs
 
 
 @pytest.fixture(scope="module")
 def module():
-    m = make_module()
+    m = make_learner()
     favour_eos(m, logit_boost=3.0)
     return m
 
 
 def prompts_of(module, count=6):
-    return [module.prompt_ids("train", i) for i in range(count)]
+    return [module.train.ids(i) for i in range(count)]
 
 
 def test_greedy_matches_model_generate_with_left_padding(module):

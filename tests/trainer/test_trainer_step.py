@@ -2,33 +2,35 @@
 
 from __future__ import annotations
 
+import copy
+
+import lightning as L
 import pandas as pd
 import pytest
 import torch
-from helpers import ScriptedReward, favour_eos, make_module, make_trainer, parity_reward
+from helpers import PARITY, ScriptedReward, favour_eos, gradient_only, make_learner, make_run
 
-from dapo_lab.algo import KeepAll, OverlongFilter, SeqMeanTokenMean, SeqMeanTokenSumNorm, TokenMean
-from dapo_lab.groups import assemble
-from dapo_lab.reward import FunctionReward
+from dapo_lab.trainer import PlainOptimization
+from dapo_lab.trainer.groups import assemble
 
 
-@pytest.mark.parametrize("loss", [TokenMean(), SeqMeanTokenMean(), SeqMeanTokenSumNorm(norm_len=12)])
+@pytest.mark.parametrize("loss", ["token", "sample", "dr_grpo"])
 def test_micro_batches_give_the_mini_batch_gradient(loss):
-    module = make_module(loss=loss, sampling=KeepAll(), reward=FunctionReward(parity_reward))
-    favour_eos(module)  # responses of different lengths: the case where per-micro-batch means go wrong
-    groups, _ = module.collect_groups()
-    batch = assemble(groups, module.pad_id)
+    learner = make_learner(f"loss={loss}", "sampling=none", *PARITY)
+    favour_eos(learner)  # responses of different lengths: the case where per-micro-batch means go wrong
+    groups, _ = learner.collect_groups(0)
+    batch = assemble(groups, learner.pad_id)
     assert batch.response_mask.sum(-1).unique().numel() > 1
-    old_logp, _, _ = module._score_batch(batch)
+    old_logp, _, _ = learner.score(batch)
     advantages = torch.randn(len(batch), generator=torch.Generator().manual_seed(0))
     old_logp = old_logp - 0.3 * torch.rand(old_logp.shape, generator=torch.Generator().manual_seed(1))  # clip binds
     rows = torch.arange(len(batch))
 
     def grads(micro: int) -> list[torch.Tensor]:
-        object.__setattr__(module.batch_cfg, "micro_batch_size", micro)
-        module.model.zero_grad(set_to_none=True)
-        module.accumulate_gradients(batch, rows, old_logp, None, advantages)
-        return [p.grad.clone() for p in module.model.parameters()]
+        object.__setattr__(learner.batch_cfg, "micro_batch_size", micro)
+        learner.model.zero_grad(set_to_none=True)
+        learner.accumulate_gradients(batch, rows, old_logp, None, advantages, gradient_only(learner))
+        return [p.grad.clone() for p in learner.model.parameters()]
 
     whole, pieces = grads(len(batch)), grads(3)
     for a, b in zip(whole, pieces):
@@ -37,34 +39,103 @@ def test_micro_batches_give_the_mini_batch_gradient(loss):
 
 
 def test_dynamic_sampling_refills_and_carries_surplus():
-    module = make_module(reward=ScriptedReward(["MMWR", "MMMM", "MRMW"], group_size=4))
-    groups, m = module.collect_groups()  # round 1 keeps 2, round 2 keeps 4 → 6: batch 4, surplus 2
-    assert (m["sampling/num_gen_batches"], len(groups), len(module.surplus)) == (2, 4, 2)
-    surplus = list(module.surplus)
-    groups, m = module.collect_groups()  # starts from the 2 carried, one round keeps 2 more
+    learner = make_learner(reward=ScriptedReward(["MMWR", "MMMM", "MRMW"], group_size=4))
+    groups, m = learner.collect_groups(0)  # round 1 keeps 2, round 2 keeps 4 → 6: batch 4, surplus 2
+    assert (m["sampling/num_gen_batches"], len(groups), len(learner.surplus)) == (2, 4, 2)
+    surplus = list(learner.surplus)
+    groups, m = learner.collect_groups(1)  # starts from the 2 carried, one round keeps 2 more
     assert m["sampling/carried_groups"] == 2 and m["sampling/num_gen_batches"] == 1
     assert groups[:2] == surplus and len(groups) == 4 and m["sampling/bound_hit"] == 0.0
 
 
+def test_round_metrics_reduce_by_their_own_rule():
+    """Two generation rounds: the step's response_len_max is the larger round's maximum (not their mean), token
+    counts and generation time add up, accuracies average."""
+    learner = make_learner(reward=ScriptedReward(["MWWW", "MMMW"], group_size=4))
+    rounds = []
+    original = learner._generate_round
+
+    def spy(step, round_index):
+        kept, metrics = original(step, round_index)
+        if round_index == 0:
+            metrics["rollout/response_len_max"] = 1.0  # so that the max and the mean of the rounds differ
+        rounds.append(metrics)
+        return kept, metrics
+
+    learner._generate_round = spy
+    _, m = learner.collect_groups(0)
+    assert len(rounds) == 2 and rounds[1]["rollout/response_len_max"] > 1.0
+    assert m["rollout/response_len_max"] == rounds[1]["rollout/response_len_max"]
+    assert m["rollout/tokens"] == rounds[0]["rollout/tokens"] + rounds[1]["rollout/tokens"]
+    assert m["time/generate"] == pytest.approx(rounds[0]["time/generate"] + rounds[1]["time/generate"])
+    assert m["rollout/acc"] == pytest.approx((rounds[0]["rollout/acc"] + rounds[1]["rollout/acc"]) / 2)
+
+
 def test_dynamic_sampling_bound_never_crashes(tmp_path):
-    module = make_module(reward=ScriptedReward(["RRWW"], group_size=4), sampling={"max_gen_batches": 3})
-    groups, m = module.collect_groups()
+    built = make_run(tmp_path, "sampling.max_gen_batches=3", steps=1, reward=ScriptedReward(["RRWW"], group_size=4))
+    groups, m = built.learner.collect_groups(0)
     assert groups == [] and m["sampling/num_gen_batches"] == 3 and m["sampling/bound_hit"] == 1.0
-    trainer = make_trainer(tmp_path, steps=1)
-    trainer.fit(module)  # nothing informative: the step logs and moves on
-    assert trainer.global_step == 1
+    built.trainer.fit(built.module)  # nothing informative: the step logs and moves on
+    assert built.trainer.global_step == 1
+
+
+class _Snapshots(L.Callback):
+    """Weights and optimizer state after every training step."""
+
+    def __init__(self) -> None:
+        self.states: list[tuple[dict, dict]] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        weights = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+        self.states.append((weights, copy.deepcopy(trainer.optimizers[0].state_dict()["state"])))
+
+
+def _assert_same_state(before: tuple[dict, dict], after: tuple[dict, dict]) -> None:
+    moved = [n for n, p in after[0].items() if not torch.equal(p, before[0][n])]
+    assert moved == [], f"the empty step changed {len(moved)} weights, e.g. {moved[:3]}"
+    assert before[1].keys() == after[1].keys()
+    for index, state in after[1].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(before[1][index][key])), (index, key)
+
+
+def test_empty_step_after_a_normal_one_changes_nothing(tmp_path):
+    """Step 1 trains; step 2 finds nothing informative anywhere. Step 2 must not replay step 1's last gradient
+    through AdamW: every weight and the optimizer state stay as step 1 left them (the step counter advances)."""
+    snapshots = _Snapshots()
+    built = make_run(tmp_path, "sampling.max_gen_batches=2", "+trainer.limit_val_batches=0", steps=2,
+                     reward=ScriptedReward(["MMMM", "RRWW"], group_size=4))
+    built.trainer.callbacks.append(snapshots)
+    built.trainer.fit(built.module)
+    assert built.trainer.global_step == 2 and len(snapshots.states) == 2
+    metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv").groupby("step").first()
+    assert metrics.loc[1, "actor/num_updates"] == 2 and metrics.loc[2, "actor/num_updates"] == 0
+    _assert_same_state(*snapshots.states)
+
+
+def test_empty_step_without_lightning_changes_nothing():
+    learner = make_learner(reward=ScriptedReward(["MMMM", "RRWW"], group_size=4))
+    params = list(learner.model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    optimization = PlainOptimization(optimizer, params, grad_clip=1.0)
+    assert learner.step(0, optimization)["actor/num_updates"] == 2
+    before = ({n: p.detach().clone() for n, p in learner.model.named_parameters()},
+              copy.deepcopy(optimizer.state_dict()["state"]))
+    assert learner.step(1, optimization)["actor/num_updates"] == 0
+    _assert_same_state(before, ({n: p.detach() for n, p in learner.model.named_parameters()},
+                                optimizer.state_dict()["state"]))
 
 
 def test_keep_all_trains_on_uninformative_groups():
-    module = make_module(reward=ScriptedReward(["RRWW"], group_size=4), sampling=KeepAll())
-    groups, m = module.collect_groups()
+    learner = make_learner("sampling=none", reward=ScriptedReward(["RRWW"], group_size=4))
+    groups, m = learner.collect_groups(0)
     assert len(groups) == 4 and m["sampling/num_gen_batches"] == 1
 
 
 def test_overlong_filter_masks_exactly_the_truncated():
-    module = make_module(overlong=OverlongFilter(), sampling=KeepAll())
-    favour_eos(module, logit_boost=3.0)
-    batch = assemble(module.collect_groups()[0], module.pad_id)
+    learner = make_learner("overlong=filter", "sampling=none")
+    favour_eos(learner, logit_boost=3.0)
+    batch = assemble(learner.collect_groups(0)[0], learner.pad_id)
     assert 0 < batch.truncated.sum() < len(batch)
     assert torch.equal(batch.in_loss, ~batch.truncated)
     assert not batch.loss_mask[batch.truncated].any()
@@ -72,10 +143,10 @@ def test_overlong_filter_masks_exactly_the_truncated():
 
 
 def test_every_parameter_moves_after_one_step(tmp_path):
-    module = make_module(reward=FunctionReward(parity_reward), sampling=KeepAll())
-    before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
-    make_trainer(tmp_path, steps=1).fit(module)
-    unchanged = [n for n, p in module.model.named_parameters() if torch.equal(p, before[n])]
+    built = make_run(tmp_path, "sampling=none", *PARITY, steps=1)
+    before = {n: p.detach().clone() for n, p in built.module.model.named_parameters()}
+    built.trainer.fit(built.module)
+    unchanged = [n for n, p in built.module.model.named_parameters() if torch.equal(p, before[n])]
     assert unchanged == []
 
 
@@ -85,23 +156,14 @@ def _metrics(path) -> pd.DataFrame:
 
 
 def test_resume_continues_like_an_uninterrupted_run(tmp_path):
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     def run(out, steps, ckpt=None):
-        module = make_module(reward=FunctionReward(parity_reward), sampling={"max_gen_batches": 3})
-        trainer = make_trainer(out, steps=steps)
-        trainer.callbacks.append(ModelCheckpoint(dirpath=out / "ckpt", save_last=True, save_top_k=0))
-        trainer.checkpoint_callback  # noqa: B018
-        trainer.fit(module, ckpt_path=ckpt)
-        return trainer
+        built = make_run(out, "sampling.max_gen_batches=3", *PARITY, steps=steps)
+        built.trainer.fit(built.module, ckpt_path=ckpt)
 
-    straight = tmp_path / "straight"
-    run(straight, 4)
-    first = tmp_path / "first"
-    run(first, 2)
-    second = tmp_path / "second"
-    run(second, 4, ckpt=str(first / "ckpt" / "last.ckpt"))
-    a, b = _metrics(straight), _metrics(second)
+    run(tmp_path / "straight", 4)
+    run(tmp_path / "first", 2)
+    run(tmp_path / "second", 4, ckpt=str(tmp_path / "first" / "checkpoints" / "last.ckpt"))
+    a, b = _metrics(tmp_path / "straight"), _metrics(tmp_path / "second")
     assert list(b.index) == [3, 4]
     for col in ["rollout/acc", "train/entropy", "actor/pg_loss", "sampling/num_gen_batches", "actor/grad_norm"]:
         assert a.loc[[3, 4], col].tolist() == pytest.approx(b.loc[[3, 4], col].tolist(), rel=1e-5), col
@@ -109,39 +171,35 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path):
 
 def test_truncated_importance_sampling_reweights_token_losses():
     """With tis_cap, each token's loss is scaled by min(exp(trainer − engine), C): checked on the gradient."""
-    from dapo_lab.rollout import HFEngine
-
-    module = make_module(sampling=KeepAll(), reward=FunctionReward(parity_reward), loss=TokenMean())
-    batch = assemble(module.collect_groups()[0], module.pad_id)
-    old_logp, _, _ = module._score_batch(batch)
+    learner = make_learner("sampling=none", *PARITY, "rollout_correction.tis_cap=2.0")
+    batch = assemble(learner.collect_groups(0)[0], learner.pad_id)
+    old_logp, _, _ = learner.score(batch)
     shift = torch.where(torch.arange(batch.response_ids.shape[1]) % 2 == 0, -1.0, 0.3)  # engine off by ±
     batch.engine_logprobs = old_logp + shift  # weights exp(1)→capped at 2, and exp(-0.3)
     advantages = torch.randn(len(batch), generator=torch.Generator().manual_seed(0))
     rows = torch.arange(len(batch))
 
-    def grad_of_first_param(engine) -> torch.Tensor:
-        module.rollout = engine
-        module.model.zero_grad(set_to_none=True)
-        module.accumulate_gradients(batch, rows, old_logp, None, advantages)
-        return next(module.model.parameters()).grad.clone()
+    def grad_of_first_param(tis_cap, adv) -> torch.Tensor:
+        learner.tis_cap = tis_cap
+        learner.model.zero_grad(set_to_none=True)
+        learner.accumulate_gradients(batch, rows, old_logp, None, adv, gradient_only(learner))
+        return next(learner.model.parameters()).grad.clone()
 
-    with_tis = grad_of_first_param(HFEngine(tis_cap=2.0))
+    with_tis = grad_of_first_param(2.0, advantages)
     # Reference: the same loss with the weights folded into the advantages (per token), no TIS.
     weights = torch.minimum(torch.exp(-shift), torch.tensor(2.0)).expand_as(old_logp)
-    module.model.zero_grad(set_to_none=True)
-    module.rollout = HFEngine()
-    module.accumulate_gradients(batch, rows, old_logp, None, advantages[:, None] * weights)
-    reference = next(module.model.parameters()).grad.clone()
+    reference = grad_of_first_param(None, advantages[:, None] * weights)
     torch.testing.assert_close(with_tis, reference, rtol=1e-4, atol=1e-8)
-    assert not torch.allclose(with_tis, grad_of_first_param(HFEngine()))
+    assert not torch.allclose(with_tis, grad_of_first_param(None, advantages))
 
 
 def test_engine_gap_metric_leaves_out_carried_surplus(tmp_path):
     # Step 1 keeps 6 informative groups (batch 4, surplus 2); step 2 trains on the 2 carried groups, sampled
     # before step 1's updates, plus 2 fresh ones. The HF engine decodes with the trainer's own weights, so the
     # gap on fresh rollouts is float noise; on the carried ones it is the policy's movement (lr 1e-2).
-    module = make_module(reward=ScriptedReward(["MMWR", "MMMM", "MRMW"], group_size=4), optim={"lr": 1e-2})
-    make_trainer(tmp_path, steps=2, limit_val_batches=0).fit(module)  # no eval: the script scores training only
+    built = make_run(tmp_path, "optim.lr=1e-2", "+trainer.limit_val_batches=0", steps=2,
+                     reward=ScriptedReward(["MMWR", "MMMM", "MRMW"], group_size=4))
+    built.trainer.fit(built.module)  # no eval: the script scores training only
     metrics = pd.read_csv(next(tmp_path.rglob("metrics.csv"))).groupby("step").first()
     train = metrics.dropna(subset=["sampling/carried_groups"])
     assert list(train["sampling/carried_groups"]) == [0, 2]
@@ -150,16 +208,13 @@ def test_engine_gap_metric_leaves_out_carried_surplus(tmp_path):
 
 
 def test_engine_old_logprobs_are_the_recomputed_ones():
-    """old_logprobs="engine" skips the forward: the HF engine sampled with the trainer's own fp32 weights,
-    so its log-probs must equal the recompute and give the same policy gradient."""
-    from dapo_lab.rollout import HFEngine
-
-    module = make_module(sampling=KeepAll(), reward=FunctionReward(parity_reward))
-    batch = assemble(module.collect_groups()[0], module.pad_id)
-    recomputed, entropy, _ = module._score_batch(batch)
-    module.rollout = HFEngine(old_logprobs="engine")
-    module.rollout.attach(module.model, eos_id=module.tokenizer.eos_token_id, pad_id=module.pad_id)
-    from_engine, no_entropy, _ = module._score_batch(batch)
+    """old_logprobs=engine skips the forward: the HF engine sampled with the trainer's own fp32 weights, so its
+    log-probs must equal the recompute and give the same policy gradient."""
+    learner = make_learner("sampling=none", *PARITY)
+    batch = assemble(learner.collect_groups(0)[0], learner.pad_id)
+    recomputed, entropy, _ = learner.score(batch)
+    learner.old_logprobs = "engine"
+    from_engine, no_entropy, _ = learner.score(batch)
     assert no_entropy is None and entropy is not None
     mask = batch.response_mask
     torch.testing.assert_close(from_engine[mask], recomputed[mask], rtol=0, atol=1e-5)
@@ -167,44 +222,55 @@ def test_engine_old_logprobs_are_the_recomputed_ones():
     rows = torch.arange(len(batch))
 
     def grads(old_logp):
-        module.model.zero_grad(set_to_none=True)
-        stats = module.accumulate_gradients(batch, rows, old_logp, None, advantages, with_entropy=True)
-        return [p.grad.clone() for p in module.model.parameters()], stats
+        from dapo_lab.trainer.learner import EntropyTally
 
-    (a, stats), (b, _) = grads(from_engine), grads(recomputed)
+        learner.model.zero_grad(set_to_none=True)
+        tally = EntropyTally()
+        learner.accumulate_gradients(batch, rows, old_logp, None, advantages, gradient_only(learner), tally)
+        return [p.grad.clone() for p in learner.model.parameters()], tally
+
+    (a, tally), (b, _) = grads(from_engine), grads(recomputed)
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-6)
     # The entropy measured in the update's forward is the old-log-prob pass's (same weights, same rows).
-    assert stats["_entropy_tokens"] == mask.sum().item()
-    assert stats["_entropy_sum"] / stats["_entropy_tokens"] == pytest.approx(
-        (entropy * mask).sum().item() / mask.sum().item(), rel=1e-4)
+    assert tally.tokens == mask.sum().item()
+    assert tally.total / tally.tokens == pytest.approx((entropy * mask).sum().item() / mask.sum().item(), rel=1e-4)
 
 
 def test_engine_old_logprobs_run_logs_the_same_first_step(tmp_path):
-    """A Trainer run with old_logprobs="engine" logs train/entropy from the update's forward; with one update
-    per step that forward sees the pre-update policy, so step 1 matches the recompute run's metrics."""
-    from dapo_lab.rollout import HFEngine
+    """A Trainer run with old_logprobs=engine logs train/entropy from the update's forward; with one update per
+    step that forward sees the pre-update policy, so step 1 matches the recompute run's metrics."""
 
-    def run(out, engine):
-        module = make_module(rollout=engine, sampling=KeepAll(), reward=FunctionReward(parity_reward),
-                             batch={"mini_batch_prompts": 4})
-        make_trainer(out, steps=2, limit_val_batches=0).fit(module)
+    def run(out, old_logprobs):
+        built = make_run(out, "sampling=none", *PARITY, "batch.mini_batch_prompts=4", "+trainer.limit_val_batches=0",
+                         f"rollout_correction.old_logprobs={old_logprobs}")
+        built.trainer.fit(built.module)
         return _metrics(out)
 
-    recompute, engine = run(tmp_path / "a", HFEngine()), run(tmp_path / "b", HFEngine(old_logprobs="engine"))
+    recompute, engine = run(tmp_path / "a", "recompute"), run(tmp_path / "b", "engine")
     assert "rollout/logprob_abs_diff" in recompute and "rollout/logprob_abs_diff" not in engine
     for col in ["train/entropy", "train/token_prob_mean", "actor/pg_loss", "rollout/acc"]:
         assert engine.loc[1, col] == pytest.approx(recompute.loc[1, col], rel=1e-4, abs=1e-6), col
     assert engine["train/entropy"].notna().all() and (engine["actor/num_updates"] == 1).all()
 
 
-@pytest.mark.parametrize("kwargs, match", [({"old_logprobs": "trainer"}, "rollout.old_logprobs"),
-                                           ({"old_logprobs": "engine", "tis_cap": 2.0}, "rollout.tis_cap")])
-def test_old_logprobs_setting_is_checked(kwargs, match):
-    from dapo_lab.rollout import HFEngine
+@pytest.mark.parametrize("kwargs, match", [({"old_logprobs": "trainer"}, "rollout_correction.old_logprobs"),
+                                           ({"old_logprobs": "engine", "tis_cap": 2.0}, "rollout_correction.tis_cap"),
+                                           ({"tis_cap": 0.0}, "rollout_correction.tis_cap")])
+def test_rollout_correction_is_checked(kwargs, match):
+    from dapo_lab.trainer import RolloutCorrection
 
     with pytest.raises(ValueError, match=match):
-        HFEngine(**kwargs)
+        RolloutCorrection(**kwargs)
+
+
+@pytest.mark.parametrize("rollout, old_logprobs, resolved", [
+    ("hf", "auto", "engine"), ("hf", "recompute", "recompute"), ("hf", "engine", "engine")])
+def test_old_logprobs_auto_follows_the_engine(rollout, old_logprobs, resolved):
+    learner = make_learner(f"rollout={rollout}", f"rollout_correction.old_logprobs={old_logprobs}")
+    assert learner.old_logprobs == resolved
+    bf16 = make_learner("rollout.autocast=bf16", "rollout_correction.old_logprobs=auto")
+    assert bf16.old_logprobs == "recompute"  # its log-probs carry bf16 numerics: the trainer recomputes
 
 
 def test_cosine_decay_follows_the_formula(tmp_path):
@@ -212,9 +278,9 @@ def test_cosine_decay_follows_the_formula(tmp_path):
     import math
 
     lr, m, steps = 1e-3, 0.1, 3
-    module = make_module(sampling=KeepAll(), reward=FunctionReward(parity_reward),
-                         optim={"lr": lr, "decay": "cosine", "min_lr_ratio": m})
-    make_trainer(tmp_path, steps=steps, limit_val_batches=0).fit(module)
+    built = make_run(tmp_path, "sampling=none", *PARITY, f"optim.lr={lr}", "optim.decay=cosine",
+                     f"optim.min_lr_ratio={m}", "+trainer.limit_val_batches=0", steps=steps)
+    built.trainer.fit(built.module)
     logged = _metrics(tmp_path)["actor/lr"].tolist()
     expected = [lr * (m + (1 - m) * 0.5 * (1 + math.cos(math.pi * s / (steps - 1)))) for s in range(steps)]
     assert logged == pytest.approx(expected, rel=1e-6)
@@ -224,7 +290,7 @@ def test_cosine_decay_follows_the_formula(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [({"decay": "linear"}, "optim.decay"),
                                            ({"min_lr_ratio": 1.5}, "optim.min_lr_ratio")])
 def test_decay_settings_are_checked(kwargs, match):
-    from dapo_lab.settings import OptimSettings
+    from dapo_lab.trainer import OptimSettings
 
     with pytest.raises(ValueError, match=match):
         OptimSettings(**kwargs)

@@ -4,7 +4,7 @@ from dapo_lab.algo import functional
 from dapo_lab.algo.advantage import GroupAdvantage
 from dapo_lab.algo.clip import DecoupledClip, SymmetricClip
 from dapo_lab.algo.kl import KLInReward, KLLoss, NoKL
-from dapo_lab.algo.loss_agg import SeqMeanTokenMean, SeqMeanTokenSum, SeqMeanTokenSumNorm, TokenMean
+from dapo_lab.algo.loss import SeqMeanTokenMean, SeqMeanTokenSum, SeqMeanTokenSumNorm, TokenMean
 from dapo_lab.algo.overlong import NoOverlong, OverlongFilter, OverlongFilterSoftPunishment, SoftOverlongPunishment
 from dapo_lab.algo.sampling import DynamicSampling, KeepAll
 

@@ -1,7 +1,7 @@
 """Policy-loss clipping choices: symmetric PPO/GRPO clipping and DAPO's decoupled Clip-Higher.
 
 Each is called on one micro-batch and returns the per-token loss ``[B, T]`` (aggregation is a separate
-component, :mod:`dapo_lab.algo.loss_agg`) and metrics averaged over the masked tokens.
+component, :mod:`dapo_lab.algo.loss`) and metrics averaged over the masked tokens.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-AGGREGATION_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 KL_KINDS = ("k1", "k2", "k3")
 # exp() of a log-ratio beyond this is inf in fp32; verl clamps the same way.
 _LOG_RATIO_BOUND = 20.0
@@ -154,62 +153,103 @@ def clipped_policy_loss(
     return loss, clipped_low, clipped_high
 
 
-def aggregate(
-    loss: Tensor,
-    mask: Tensor,
-    mode: str,
-    *,
-    global_tokens: float | Tensor | None = None,
-    global_seqs: float | Tensor | None = None,
-    norm_len: float | None = None,
-) -> Tensor:
-    """Reduce a per-token loss ``[B, T]`` to a scalar (modes named as verl names them).
-
-    - ``"token-mean"`` (DAPO Eq. 12): ``Σ loss·mask / Σ mask`` — every token of the batch weighs the same.
-    - ``"seq-mean-token-mean"`` (GRPO): mean over sequences of each sequence's token mean.
-    - ``"seq-mean-token-sum"``: mean over sequences of each sequence's token sum.
-    - ``"seq-mean-token-sum-norm"`` (Dr. GRPO): ``Σ loss·mask / (B · norm_len)``; ``norm_len``
-      defaults to ``T`` (a constant: the maximum response length).
-
-    A sequence counts in ``B`` only if it has at least one masked-in token, so responses removed by the
-    overlong filter do not dilute the loss. ``global_tokens`` / ``global_seqs`` replace the local
-    denominators: with the totals of a whole mini-batch (all micro-batches, all data-parallel ranks),
-    summing ``aggregate`` over the pieces equals ``aggregate`` of the whole exactly.
-
-    The paper's example for token-level loss: a 2-token answer with loss 2 beside ten 1-token answers
-    with loss 0.5 — per sample, the long answer weighs 1/11 of the batch; per token, 2/12 of it.
-
-    >>> loss = torch.tensor([[2.0, 2.0]] + [[0.5, 0.0]] * 10)
-    >>> mask = torch.tensor([[True, True]] + [[True, False]] * 10)
-    >>> aggregate(loss, mask, "token-mean")  # (2·2 + 10·0.5) / 12
-    tensor(0.7500)
-    >>> aggregate(loss, mask, "seq-mean-token-mean")  # (2 + 10·0.5) / 11
-    tensor(0.6364)
-    """
-    if mode not in AGGREGATION_MODES:
-        raise ValueError(f"unknown aggregation mode {mode!r}; expected one of {AGGREGATION_MODES}")
+def _check_loss_and_mask(loss: Tensor, mask: Tensor) -> None:
     _check_same_shape(loss=loss, mask=mask)
     if loss.dim() != 2:
         raise ValueError(f"loss must be [B, T], got shape {tuple(loss.shape)}")
     if mask.dtype != torch.bool:
         raise ValueError(f"mask must be bool, got {mask.dtype}")
-    acc = _acc_dtype(loss.dtype)
-    if mode == "token-mean":
-        tokens = mask.sum() if global_tokens is None else global_tokens
-        return masked_sum(loss, mask) / torch.as_tensor(tokens, dtype=acc).clamp(min=1)
 
-    seq_tokens = mask.sum(dim=-1)  # [B]
-    seqs = (seq_tokens > 0).sum() if global_seqs is None else global_seqs
-    seqs = torch.as_tensor(seqs, dtype=acc).clamp(min=1)
+
+def count_tokens(mask: Tensor) -> Tensor:
+    """The number of loss tokens: the denominator of the token-level loss.
+
+    >>> count_tokens(torch.tensor([[True, True], [True, False], [False, False]]))
+    tensor(3)
+    """
+    return mask.sum()
+
+
+def count_sequences(mask: Tensor) -> Tensor:
+    """The number of responses with at least one loss token: the denominator of the sample-level losses.
+    A response removed by the overlong filter (no token in the loss) does not dilute the loss.
+
+    >>> count_sequences(torch.tensor([[True, True], [True, False], [False, False]]))
+    tensor(2)
+    """
+    return (mask.sum(dim=-1) > 0).sum()
+
+
+# The denominators an aggregation may need, by name: a micro-batch's loss uses the counts of its whole
+# mini-batch (all micro-batches, all data-parallel ranks), so summing the pieces gives the mini-batch's loss.
+LOSS_COUNTS = {"tokens": count_tokens, "sequences": count_sequences}
+
+
+def _denominator(count: float | Tensor, dtype: torch.dtype) -> Tensor:
+    return torch.as_tensor(count, dtype=dtype).clamp(min=1)
+
+
+def token_mean(loss: Tensor, mask: Tensor, *, tokens: float | Tensor | None = None) -> Tensor:
+    """DAPO's token-level loss (Eq. 12): ``Σ_i Σ_t loss_{i,t} / Σ_i |o_i|``, every token of the batch weighs the
+    same. ``tokens`` replaces the local count (:func:`count_tokens`) with the whole mini-batch's.
+
+    The paper's example: a 2-token answer with loss 2 beside ten 1-token answers with loss 0.5 — per
+    sample the long answer weighs 1/11 of the batch, per token 2/12 of it.
+
+    >>> loss = torch.tensor([[2.0, 2.0]] + [[0.5, 0.0]] * 10)
+    >>> mask = torch.tensor([[True, True]] + [[True, False]] * 10)
+    >>> token_mean(loss, mask)  # (2·2 + 10·0.5) / 12
+    tensor(0.7500)
+    >>> token_mean(torch.ones(2, 2), torch.zeros(2, 2, dtype=torch.bool))  # nothing selected: 0, not NaN
+    tensor(0.)
+    """
+    _check_loss_and_mask(loss, mask)
+    tokens = count_tokens(mask) if tokens is None else tokens
+    return masked_sum(loss, mask) / _denominator(tokens, _acc_dtype(loss.dtype))
+
+
+def seq_mean_token_mean(loss: Tensor, mask: Tensor, *, sequences: float | Tensor | None = None) -> Tensor:
+    """GRPO's sample-level loss (Eq. 8): ``(1/G) Σ_i (1/|o_i|) Σ_t loss_{i,t}``, each response's token mean
+    averaged over responses, so a long response's tokens weigh less. ``sequences`` replaces the local count.
+
+    >>> loss = torch.tensor([[2.0, 2.0]] + [[0.5, 0.0]] * 10)
+    >>> mask = torch.tensor([[True, True]] + [[True, False]] * 10)
+    >>> seq_mean_token_mean(loss, mask)  # (2 + 10·0.5) / 11
+    tensor(0.6364)
+    """
+    _check_loss_and_mask(loss, mask)
+    sequences = count_sequences(mask) if sequences is None else sequences
     token_sums = masked_sum(loss, mask, dim=-1)  # [B]
-    if mode == "seq-mean-token-mean":
-        return (token_sums / seq_tokens.clamp(min=1)).sum() / seqs
-    if mode == "seq-mean-token-sum":
-        return token_sums.sum() / seqs
-    length = float(loss.shape[-1]) if norm_len is None else float(norm_len)
-    if length <= 0:
+    per_response = token_sums / mask.sum(dim=-1).clamp(min=1)  # [B]
+    return per_response.sum() / _denominator(sequences, _acc_dtype(loss.dtype))
+
+
+def seq_mean_token_sum(loss: Tensor, mask: Tensor, *, sequences: float | Tensor | None = None) -> Tensor:
+    """Each response's token sum, averaged over responses: ``(1/G) Σ_i Σ_t loss_{i,t}``.
+
+    >>> seq_mean_token_sum(torch.tensor([[1.0, 3.0], [2.0, 0.0]]), torch.tensor([[True, True], [True, False]]))
+    tensor(3.)
+    """
+    _check_loss_and_mask(loss, mask)
+    sequences = count_sequences(mask) if sequences is None else sequences
+    return masked_sum(loss, mask, dim=-1).sum() / _denominator(sequences, _acc_dtype(loss.dtype))
+
+
+def seq_mean_token_sum_norm(loss: Tensor, mask: Tensor, *, norm_len: float,
+                            sequences: float | Tensor | None = None) -> Tensor:
+    """Dr. GRPO's loss: ``Σ_i Σ_t loss_{i,t} / (G · L)`` with a constant ``L = norm_len`` (the response limit), so
+    neither the response's length nor the batch's token count changes a token's weight.
+
+    >>> seq_mean_token_sum_norm(torch.tensor([[1.0, 3.0], [2.0, 0.0]]), torch.tensor([[True, True], [True, False]]),
+    ...                         norm_len=4)
+    tensor(0.7500)
+    """
+    _check_loss_and_mask(loss, mask)
+    if not norm_len > 0:
         raise ValueError(f"norm_len must be > 0, got {norm_len}")
-    return token_sums.sum() / (seqs * length)
+    sequences = count_sequences(mask) if sequences is None else sequences
+    token_sums = masked_sum(loss, mask, dim=-1)  # [B]
+    return token_sums.sum() / (_denominator(sequences, _acc_dtype(loss.dtype)) * float(norm_len))
 
 
 def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str) -> Tensor:

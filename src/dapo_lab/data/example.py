@@ -1,9 +1,11 @@
-"""The one example type every dataset maps to, DAPO's prompt template, and prompt rendering."""
+"""The one example type every dataset maps to, what a data source offers, DAPO's prompt template, and prompt
+rendering."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 DAPO_PREFIX = (
     "Solve the following math problem step by step. The last line of your response should be of the form "
@@ -34,6 +36,28 @@ class PromptExample:
         if self.messages:
             return [dict(m) for m in self.messages]
         return [{"role": "user", "content": self.prompt}]
+
+
+class DataSource(Protocol):
+    """A component of ``conf/data/``: the two splits as lists of :class:`PromptExample`."""
+
+    def train_examples(self) -> list[PromptExample]: ...
+
+    def eval_examples(self) -> list[PromptExample]: ...
+
+
+@runtime_checkable
+class WarmStartSource(Protocol):
+    """A data source that can also teach a freshly built model its answer format: worked solutions for a
+    supervised warm start (the embedded tiny model needs one; a pretrained model does not).
+
+    ``warmstart_batches(batch_size, seed)`` yields endless ``(prompts, responses)`` batches; ``fingerprint()`` is
+    every setting that changes them (it keys the cached warm start).
+    """
+
+    def warmstart_batches(self, batch_size: int, seed: int) -> Iterator[tuple[list[str], list[str]]]: ...
+
+    def fingerprint(self) -> dict: ...
 
 
 def apply_dapo_template(problem: str) -> str:

@@ -20,10 +20,12 @@ split is drawn first from its own seeded stream, and train draws skip every eval
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import islice
 
 from dapo_lab.data.example import PromptExample
 
@@ -57,6 +59,26 @@ def worked_solution(terms: Terms) -> str:
         lines.append(f"{LETTERS[i]}={t}: {total}+{t}={total + t}")
         total += t
     return "\n".join(lines + [f"Answer: {total}"])
+
+
+def length_bucketed(
+    problems: Iterator[Terms], batch_size: int, seed: int, pool_batches: int = 16
+) -> Iterator[list[Terms]]:
+    """Batches of similar length (sorted within a pool of `pool_batches` batches, served in a seeded random
+    order): the longest problems are ~10x the shortest, so plain batches would be mostly padding.
+
+    >>> problems = [(1,) * n for n in (3, 1, 2, 1, 3, 2, 4, 4)]
+    >>> sorted([len(t) for t in b] for b in length_bucketed(iter(problems), 2, seed=0, pool_batches=4))
+    [[1, 1], [2, 2], [3, 3], [4, 4]]
+    """
+    rng = random.Random(f"warmstart/buckets/{seed}")
+    while True:
+        pool = sorted(islice(problems, batch_size * pool_batches), key=len)
+        if not pool:
+            return
+        chunks = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
+        rng.shuffle(chunks)
+        yield from chunks
 
 
 @dataclass(frozen=True)
@@ -128,3 +150,19 @@ class RunningSumTask:
 
     def eval_examples(self) -> list[PromptExample]:
         return [self.example(t) for t in self.eval_problems]
+
+    # ------------------------------------------------------------------ what a warm start needs
+    def warmstart_batches(self, batch_size: int, seed: int) -> Iterator[tuple[list[str], list[str]]]:
+        """Endless ``(prompts, worked solutions)`` batches from the train side of the split, of similar lengths
+        (see :func:`length_bucketed`), for a supervised warm start (``dapo_lab.models.warmstart``).
+
+        >>> prompts, solutions = next(RunningSumTask(max_terms=3).warmstart_batches(2, seed=0))
+        >>> len(prompts), solutions[0].splitlines()[-1].startswith("Answer: ")
+        (2, True)
+        """
+        for terms in length_bucketed(self.iter_train_problems(stream=f"warmstart/{seed}"), batch_size, seed):
+            yield [task_prompt(t) for t in terms], [worked_solution(t) for t in terms]
+
+    def fingerprint(self) -> dict:
+        """Every setting that changes the warm-start batches (part of a cached warm start's key)."""
+        return dataclasses.asdict(self)

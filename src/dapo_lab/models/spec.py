@@ -1,14 +1,15 @@
-"""Model components of `conf/model/`: `load(task=None) -> (model, tokenizer)` for every choice.
+"""Model components of `conf/model/`: `load(data=None) -> (model, tokenizer)` for every choice.
 
-`TinyModel` builds the tiny Qwen2, warm-starts it on the generated task (cached under `cache_dir`, keyed
-by every setting that changes the weights) and returns it as reloaded from that folder, so a fresh run and
-a cached one get identical objects. `PretrainedModel` loads any Hugging Face causal LM by name or local
-path: a real model needs only its config file.
+`TinyModel` builds the tiny Qwen2, warm-starts it on worked solutions its data source offers
+(`dapo_lab.data.example.WarmStartSource`; cached under `cache_dir`, keyed by every setting that changes the
+weights) and returns it as reloaded from that folder, so a fresh run and a cached one get identical objects.
+`PretrainedModel` loads any Hugging Face causal LM by name or local path: a real model needs only its config file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from dapo_lab.data.task import RunningSumTask
+from dapo_lab.data.example import WarmStartSource
 
 log = logging.getLogger(__name__)
 DTYPES = ("float32", "bfloat16", "float16")
@@ -32,6 +33,19 @@ CACHE_FORMAT = 1  # bump when the warm start or the tokenizer changes what a cac
 def _check_dtype(dtype: str) -> None:
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {DTYPES}, got {dtype!r}")
+
+
+def save_on_this_process(model: PreTrainedModel, folder: str | Path, **kwargs: Any) -> None:
+    """``model.save_pretrained(folder)`` that writes on whichever process calls it.
+
+    transformers 5.x writes a model's files only on rank 0 once a process group is up (and silently writes nothing
+    elsewhere); a cache folder built, or an engine's copy made, on another rank would then lack ``config.json`` and
+    the weights. Those folders are this process's own, so the rank check is switched off for the call."""
+    model.should_save_on_this_rank = lambda is_main_process: is_main_process  # shadows the method for this call
+    try:
+        model.save_pretrained(folder, **kwargs)
+    finally:
+        del model.should_save_on_this_rank
 
 
 def _load_folder(path: str | Path, dtype: str, attn_implementation: str, gradient_checkpointing: bool,
@@ -69,8 +83,8 @@ class PretrainedModel:
     def __post_init__(self) -> None:
         _check_dtype(self.dtype)
 
-    def load(self, task: RunningSumTask | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        """The model and tokenizer (`task` is accepted for a common interface and ignored)."""
+    def load(self, data: object = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """The model and tokenizer (`data` is accepted for a common interface and ignored: no warm start)."""
         return _load_folder(self.name_or_path, self.dtype, self.attn_implementation,
                             self.gradient_checkpointing, self.trust_remote_code)
 
@@ -80,7 +94,8 @@ class TinyModel:
     """The embedded default policy: a tiny Qwen2 warm-started on the generated task.
 
     Dims go to `tiny.tiny_config`; `warmstart_*` to `warmstart.warm_start` (`warmstart_steps=0`: random
-    init). `load(task)` warm-starts on `task` (default: `RunningSumTask()`), which should be the run's data.
+    init). `load(data)` warm-starts on the worked solutions of `data` (the run's data source), which must then be a
+    `WarmStartSource`.
     """
 
     hidden_size: int = 256
@@ -110,9 +125,10 @@ class TinyModel:
                 "num_kv_heads": self.num_kv_heads, "intermediate_size": self.intermediate_size,
                 "max_position_embeddings": self.max_position_embeddings}
 
-    def cache_key(self, task: RunningSumTask) -> str:
-        """A hash of everything that changes the warm-started weights.
+    def cache_key(self, data: object = None) -> str:
+        """A hash of everything that changes the warm-started weights (the data only when there is a warm start).
 
+        >>> from dapo_lab.data.task import RunningSumTask
         >>> TinyModel().cache_key(RunningSumTask()) == TinyModel(cache_dir="elsewhere").cache_key(RunningSumTask())
         True
         >>> TinyModel().cache_key(RunningSumTask()) == TinyModel(seed=1).cache_key(RunningSumTask())
@@ -120,23 +136,38 @@ class TinyModel:
         """
         settings = {k: v for k, v in dataclasses.asdict(self).items()
                     if k.startswith("warmstart_") or k == "seed"}
+        fingerprint = self._warmstart_source(data).fingerprint() if self.warmstart_steps > 0 else None
         blob = json.dumps({"format": CACHE_FORMAT, "dims": self.dims(), "warmstart": settings,
-                           "task": dataclasses.asdict(task)}, sort_keys=True)
+                           "task": fingerprint}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def cache_path(self, task: RunningSumTask) -> Path:
-        return Path(self.cache_dir).expanduser() / f"tiny-{self.cache_key(task)}"
+    def cache_path(self, data: object = None) -> Path:
+        return Path(self.cache_dir).expanduser() / f"tiny-{self.cache_key(data)}"
 
-    def load(self, task: RunningSumTask | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        task = task or RunningSumTask()
-        path = self.cache_path(task)
-        if not (path / "warmstart.json").is_file():
-            self._build_into(path, task)
-        else:
-            log.info("tiny model: reusing the warm start cached at %s", path)
+    def _warmstart_source(self, data: object) -> WarmStartSource:
+        if not isinstance(data, WarmStartSource):
+            raise ValueError(f"model=tiny warm-starts on worked solutions of its data, and {type(data).__name__} "
+                             "offers none (no warmstart_batches/fingerprint): use data=tiny_task, or set "
+                             "model.warmstart_steps=0 (random weights), or use a pretrained model")
+        return data
+
+    def load(self, data: object = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        path = self.cache_path(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Several processes (data-parallel ranks, sweep jobs) may ask for the same folder at once: one builds it,
+        # the others wait for it under a lock on the cache folder, then read it.
+        lock = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (path / "warmstart.json").is_file():
+                self._build_into(path, data)
+            else:
+                log.info("tiny model: reusing the warm start cached at %s", path)
+        finally:
+            os.close(lock)  # releases the lock
         return _load_folder(path, self.dtype, self.attn_implementation, self.gradient_checkpointing)
 
-    def _build_into(self, path: Path, task: RunningSumTask) -> None:
+    def _build_into(self, path: Path, data: object) -> None:
         from dapo_lab.models.tiny import build_tiny
         from dapo_lab.models.warmstart import warm_start
 
@@ -145,15 +176,17 @@ class TinyModel:
         metrics: dict[str, Any] = {}
         if self.warmstart_steps > 0:
             log.info("tiny model: warm start, %d steps (cached at %s)", self.warmstart_steps, path)
-            metrics = warm_start(model, tokenizer, task, steps=self.warmstart_steps, lr=self.warmstart_lr,
+            metrics = warm_start(model, tokenizer, self._warmstart_source(data), steps=self.warmstart_steps,
+                                 lr=self.warmstart_lr,
                                  batch_size=self.warmstart_batch_size, bf16=self.warmstart_bf16,
                                  seed=self.seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
         try:
-            model.save_pretrained(tmp)
+            save_on_this_process(model, tmp)
             tokenizer.save_pretrained(tmp)
-            record = {"model": dataclasses.asdict(self), "task": dataclasses.asdict(task), "metrics": metrics}
+            task = self._warmstart_source(data).fingerprint() if self.warmstart_steps > 0 else None
+            record = {"model": dataclasses.asdict(self), "task": task, "metrics": metrics}
             (tmp / "warmstart.json").write_text(json.dumps(record, indent=1))
             os.rename(tmp, path)  # atomic; fails if another process got there first
         except OSError:

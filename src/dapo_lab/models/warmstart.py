@@ -12,19 +12,16 @@ greedy, batch 16 x 1200 steps 88%). Batches are length-bucketed so padding costs
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from dapo_lab.data.example import PromptExample
-from dapo_lab.data.task import RunningSumTask, Terms, task_prompt, worked_solution
-from dapo_lab.schedule import lr_at
+from dapo_lab.data.example import PromptExample, WarmStartSource
+from dapo_lab.trainer.schedule import lr_at
 
 IGNORE = -100
 
@@ -65,30 +62,10 @@ def response_nll(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torc
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
 
 
-def length_bucketed(
-    problems: Iterator[Terms], batch_size: int, seed: int, pool_batches: int = 16
-) -> Iterator[list[Terms]]:
-    """Batches of similar length (sorted within a pool of `pool_batches` batches, served in a seeded random
-    order): the longest problems are ~10x the shortest, so plain batches would be mostly padding.
-
-    >>> problems = [(1,) * n for n in (3, 1, 2, 1, 3, 2, 4, 4)]
-    >>> sorted([len(t) for t in b] for b in length_bucketed(iter(problems), 2, seed=0, pool_batches=4))
-    [[1, 1], [2, 2], [3, 3], [4, 4]]
-    """
-    rng = random.Random(f"warmstart/buckets/{seed}")
-    while True:
-        pool = sorted(islice(problems, batch_size * pool_batches), key=len)
-        if not pool:
-            return
-        chunks = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
-        rng.shuffle(chunks)
-        yield from chunks
-
-
 def warm_start(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    task: RunningSumTask,
+    data: WarmStartSource,
     steps: int,
     lr: float = 1e-3,
     batch_size: int = 16,
@@ -99,20 +76,20 @@ def warm_start(
     seed: int = 0,
     log_every: int = 0,
 ) -> dict[str, float | list[float]]:
-    """Train `model` in place on `steps` batches of worked solutions from the task's train split.
+    """Train `model` in place on `steps` batches of worked solutions from `data` (`data.warmstart_batches`).
 
     Returns metrics: `warmstart/loss_first`, `warmstart/loss_last` (mean of the last 10 steps),
     `warmstart/seconds`, `warmstart/steps` and the full `warmstart/losses` curve.
     """
     torch.manual_seed(seed)
-    batches = length_bucketed(task.iter_train_problems(stream=f"warmstart/{seed}"), batch_size, seed)
+    batches = data.warmstart_batches(batch_size, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
     for step in range(steps):
-        terms = next(batches)
-        batch = sft_batch(tokenizer, [task_prompt(t) for t in terms], [worked_solution(t) for t in terms])
+        prompts, solutions = next(batches)
+        batch = sft_batch(tokenizer, prompts, solutions)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup_steps, final_lr_frac)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -59,30 +59,76 @@ class RolloutOutput:
         return self.response_ids.shape[0]
 
 
-OLD_LOGPROBS = ("recompute", "engine")
-
-
-def check_old_logprobs(old_logprobs: str, tis_cap: float | None) -> None:
-    """Validate an engine's ``old_logprobs`` / ``tis_cap`` pair (one clear error naming the field).
-
-    >>> check_old_logprobs("engine", 2.0)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: rollout.tis_cap corrects the gap ... old_logprobs='engine' removes: set one of them
-    """
-    if old_logprobs not in OLD_LOGPROBS:
-        raise ValueError(f"rollout.old_logprobs must be one of {list(OLD_LOGPROBS)}, got {old_logprobs!r}")
-    if old_logprobs == "engine" and tis_cap is not None:
-        raise ValueError("rollout.tis_cap corrects the gap between engine and trainer log-probs, which "
-                         "old_logprobs='engine' removes: set one of them")
-
-
 @runtime_checkable
 class RolloutEngine(Protocol):
-    """What the trainer needs from a generator."""
+    """What the trainer needs from a generator: the whole contract, in the order a run uses it.
+
+    1. ``attach(model, eos_id=, pad_id=)`` once, before anything else: the policy to sample from, the token that
+       ends a response, the id to pad with.
+    2. ``update_weights(model)`` before every step and every evaluation (the trainer calls it on every rank):
+       from then on ``generate`` samples from ``model``'s current weights. A no-op for an engine that decodes
+       with the training module itself; a weight push (gathered from shards if needed) for one with its own copy.
+    3. ``generate(prompts, params)`` -> :class:`RolloutOutput`: ``params.n`` samples per prompt, grouped
+       contiguously; ``logprobs`` are the engine's log-probs of each sampled token under
+       ``softmax(logits / T)`` (``log_softmax(logits)`` when greedy), 0 on padding; a seeded call is
+       reproducible. Prompts are token ids (never empty); responses include the EOS token when one was made.
+    4. ``sleep()`` after the step's generation, before the update: release what generation holds (vLLM's KV
+       cache on GPU); the next ``update_weights`` / ``generate`` wakes the engine. May be a no-op.
+    5. ``close()`` at the end of the run: release the engine (processes, memory, temporary files).
+
+    ``logprobs_match_trainer``: True when the returned log-probs are the trainer's own ``π_old`` (same weights,
+    same dtype, same math), so ``rollout_correction.old_logprobs=auto`` may use them instead of a recompute.
+
+    :class:`EngineBase` gives the defaults; ``tests/rollout/test_rollout_contract.py`` checks every engine.
+    """
+
+    logprobs_match_trainer: bool
+
+    def attach(self, model: torch.nn.Module, *, eos_id: int, pad_id: int) -> None: ...
+
+    def update_weights(self, model: torch.nn.Module) -> None: ...
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput: ...
 
+    def sleep(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EngineBase:
+    """Defaults for :class:`RolloutEngine`: ``attach`` keeps the policy and token ids, ``update_weights`` keeps the
+    reference, ``sleep`` and ``close`` do nothing. An engine subclasses it and writes ``generate``.
+
+    >>> class Echo(EngineBase):
+    ...     def generate(self, prompts, params):
+    ...         raise NotImplementedError
+    >>> engine = Echo(); engine.attach(None, eos_id=2, pad_id=0); engine.sleep(); engine.close()
+    >>> isinstance(engine, RolloutEngine), engine.eos_id
+    (True, 2)
+    """
+
+    logprobs_match_trainer: bool = False
+    model: torch.nn.Module | None = None
+    eos_id: int = -1
+    pad_id: int = 0
+
+    def attach(self, model: torch.nn.Module, *, eos_id: int, pad_id: int) -> None:
+        self.model, self.eos_id, self.pad_id = model, eos_id, pad_id
+
     def update_weights(self, model: torch.nn.Module) -> None:
-        """Make the engine sample from ``model``'s current weights (a no-op when it shares them)."""
-        ...
+        self.model = model
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput:
+        raise NotImplementedError
+
+    def sleep(self) -> None:
+        """Nothing to release by default."""
+
+    def close(self) -> None:
+        """Nothing to release by default."""
+
+    def _check_prompts(self, prompts: list[list[int]]) -> None:
+        if self.model is None:
+            raise RuntimeError(f"{type(self).__name__}.generate called before attach(model, ...)")
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dapo_lab.rollout.base import RolloutOutput, SamplingParams, check_old_logprobs
+from dapo_lab.rollout.base import EngineBase, RolloutOutput, SamplingParams
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,7 +41,7 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
 
 
 @dataclass
-class HFEngine:
+class HFEngine(EngineBase):
     """Rollouts with the policy model itself. ``attach(model, eos_id, pad_id)`` before ``generate``.
 
     Args:
@@ -53,46 +53,27 @@ class HFEngine:
         attn_implementation: the attention kernel to decode with (e.g. ``"sdpa"``), switched on the model for the
             duration of ``generate`` and back afterwards, or ``None`` for the model's own. The tiny default
             trains faster with ``eager`` but decodes ~1.3× faster with ``sdpa`` on CPU.
-        tis_cap: truncated importance sampling cap ``C`` for the rollout/train mismatch (e.g. bf16 decoding
-            with fp32 training), or ``None`` (off). See :func:`dapo_lab.algo.functional.truncated_importance_weights`.
-        old_logprobs: where PPO's ``π_old`` log-probs come from. ``"recompute"`` (verl's default): one trainer
-            forward over the step's batch. ``"engine"``: the log-probs this engine sampled with. This engine
-            decodes with the training weights themselves, so they are ``π_old``'s own (in the model's dtype:
-            exact for the fp32 default, where the recompute runs under bf16 autocast) and the forward is saved
-            (~10% of a default CPU step). Surplus groups carried over by dynamic sampling then keep the
-            log-probs of the policy that sampled them, the true behaviour policy. ``train/entropy`` is then
-            measured in the update's first-epoch forward instead.
     """
 
     max_batch: int = 256
     autocast: str | None = None
     attn_implementation: str | None = None
-    tis_cap: float | None = None
-    old_logprobs: str = "recompute"
 
     def __post_init__(self) -> None:
-        check_old_logprobs(self.old_logprobs, self.tis_cap)
         if self.autocast is not None and self.autocast not in _AUTOCAST:
             raise ValueError(f"rollout.autocast must be one of {sorted(_AUTOCAST)} or null, got {self.autocast!r}")
-        if self.tis_cap is not None and self.tis_cap <= 0:
-            raise ValueError(f"rollout.tis_cap must be > 0 or null, got {self.tis_cap}")
-        self.model: torch.nn.Module | None = None
-        self.eos_id: int = -1
-        self.pad_id: int = 0
+        if self.max_batch < 1:
+            raise ValueError(f"rollout.max_batch must be >= 1, got {self.max_batch}")
 
-    def attach(self, model: torch.nn.Module, *, eos_id: int, pad_id: int) -> None:
-        self.model, self.eos_id, self.pad_id = model, eos_id, pad_id
-
-    def update_weights(self, model: torch.nn.Module) -> None:
-        """The engine decodes with the training module itself: keep the reference current."""
-        self.model = model
+    @property
+    def logprobs_match_trainer(self) -> bool:
+        """It decodes with the training weights themselves; without an autocast of its own, in their dtype, so
+        its log-probs are ``π_old``'s (exact for the fp32 default, where the recompute runs under bf16 autocast)."""
+        return self.autocast is None
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput:
-        if self.model is None:
-            raise RuntimeError("HFEngine.generate called before attach(model, ...)")
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token")
+        self._check_prompts(prompts)
         expanded = [p for p in prompts for _ in range(params.n)]
         gen = None
         if params.seed is not None:

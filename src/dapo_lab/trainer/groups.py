@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -73,3 +74,9 @@ def assemble(groups: list[Group], pad_id: int) -> TrainBatch:
         correct=torch.cat([g.correct for g in groups]),
         in_loss=torch.cat([g.in_loss for g in groups]),
     )
+
+
+def decode_responses(tokenizer: Any, response_ids: Tensor, response_mask: Tensor) -> list[str]:
+    """The text of each response row ``[N, R]`` (padding dropped, special tokens skipped)."""
+    return tokenizer.batch_decode([row[m].tolist() for row, m in zip(response_ids, response_mask)],
+                                  skip_special_tokens=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dapo_lab.schedule import lr_at
+from dapo_lab.trainer.schedule import lr_at
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,17 @@ class BatchSettings:
 
 @dataclass(frozen=True)
 class OptimSettings:
-    """AdamW with linear warmup to a constant learning rate (the paper: lr 1e-6, 20 warmup steps).
+    """AdamW with a linear warmup (the paper: lr 1e-6, 20 warmup steps, then constant).
 
-    ``decay="cosine"`` (verl's ``lr_scheduler_type: cosine``) decays it after the warmup to
-    ``min_lr_ratio × lr`` at the run's last step; ``"constant"`` (the paper's) keeps it.
+    Args:
+        lr: peak learning rate.
+        warmup_steps: DAPO steps of linear warmup from ``lr / warmup_steps``.
+        weight_decay: AdamW's decoupled weight decay.
+        betas: AdamW's ``(β1, β2)``.
+        grad_clip: the global gradient-norm clip of every update.
+        decay: ``"constant"`` (the paper's) keeps ``lr`` after the warmup; ``"cosine"`` (verl's
+            ``lr_scheduler_type: cosine``) decays it to ``min_lr_ratio × lr`` at the run's last step.
+        min_lr_ratio: the floor of the cosine decay, as a fraction of ``lr``.
     """
 
     lr: float = 1e-6
@@ -88,7 +95,13 @@ class OptimSettings:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Rollout sampling during training."""
+    """Rollout sampling during training.
+
+    Args:
+        temperature: sampling temperature (the paper: 1.0); the loss uses the same tempered log-probs.
+        top_p: nucleus sampling threshold (1.0: off).
+        max_new_tokens: ``L_max``, the response limit.
+    """
 
     temperature: float = 1.0
     top_p: float = 1.0
@@ -107,8 +120,14 @@ class GenerationSettings:
 class EvalSettings:
     """Evaluation with the paper's sampling (T=1.0, top_p=0.7): avg@k, pass@k, and greedy accuracy.
 
-    ``every``: steps between evaluations (the first runs at step 0). ``max_prompts``: cap on the eval
-    split (null = all). ``batch_prompts``: prompts per generation call.
+    Args:
+        every: DAPO steps between evaluations (the first runs at step 0, and one after the last step).
+        k: samples per prompt for avg@k / pass@k (the paper: 32).
+        temperature, top_p: the sampled evaluation's decoding.
+        greedy: also measure greedy accuracy.
+        max_prompts: cap on the eval split (null: all of it).
+        batch_prompts: prompts per generation call.
+        seed: the evaluation's sampling seed (the same problems get the same draws at every eval).
     """
 
     every: int = 10
@@ -123,3 +142,53 @@ class EvalSettings:
     def __post_init__(self) -> None:
         if self.every < 1 or self.k < 1 or self.batch_prompts < 1:
             raise ValueError(f"eval: every, k and batch_prompts must be >= 1, got {self}")
+
+
+OLD_LOGPROBS = ("auto", "engine", "recompute")
+
+
+@dataclass(frozen=True)
+class RolloutCorrection:
+    """Where PPO's ``π_old`` comes from, and how the loss corrects for the rollout engine's numerics.
+
+    Settings of the loss, not of an engine: every engine offers its sampling log-probs
+    (:class:`dapo_lab.rollout.RolloutOutput`) and says whether they are the trainer's own
+    (``logprobs_match_trainer``); this node decides what the loss does with them.
+
+    Args:
+        old_logprobs: ``"recompute"`` (verl's default): one trainer forward over the step's batch gives
+            ``π_old``. ``"engine"``: the log-probs the engine sampled with stand in for ``π_old`` (the forward,
+            ~10% of a CPU step, is saved; ``train/entropy`` is then measured in the update's first epoch).
+            ``"auto"``: ``engine`` when the engine's log-probs are the trainer's own (the transformers engine
+            decoding the training weights in their dtype) and no ``tis_cap`` is set, else ``recompute``.
+        tis_cap: truncated importance sampling cap ``C`` (2.0 in verl and TRL; null: off): each token's policy
+            loss is multiplied by ``min(exp(log π_old(trainer) − log π_old(engine)), C)``. Needs the recompute.
+
+    >>> RolloutCorrection().resolve(engine_logprobs_exact=True)
+    'engine'
+    >>> RolloutCorrection(tis_cap=2.0).resolve(engine_logprobs_exact=True)
+    'recompute'
+    >>> RolloutCorrection(old_logprobs="engine", tis_cap=2.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: rollout_correction.tis_cap corrects the gap ... old_logprobs='engine' removes: set one of them
+    """
+
+    old_logprobs: str = "auto"
+    tis_cap: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.old_logprobs not in OLD_LOGPROBS:
+            raise ValueError(f"rollout_correction.old_logprobs must be one of {list(OLD_LOGPROBS)}, "
+                             f"got {self.old_logprobs!r}")
+        if self.tis_cap is not None and not self.tis_cap > 0:
+            raise ValueError(f"rollout_correction.tis_cap must be > 0 or null, got {self.tis_cap}")
+        if self.old_logprobs == "engine" and self.tis_cap is not None:
+            raise ValueError("rollout_correction.tis_cap corrects the gap between engine and trainer log-probs, "
+                             "which old_logprobs='engine' removes: set one of them")
+
+    def resolve(self, engine_logprobs_exact: bool) -> str:
+        """``"engine"`` or ``"recompute"`` for an engine whose log-probs are (or are not) the trainer's own."""
+        if self.old_logprobs != "auto":
+            return self.old_logprobs
+        return "engine" if engine_logprobs_exact and self.tis_cap is None else "recompute"

@@ -1,4 +1,5 @@
-"""Teacher-forced log-probs (and entropy) of response tokens under a causal LM, for prompt+response pairs."""
+"""Teacher-forced log-probs (and entropy) of response tokens under a causal LM, for prompt+response pairs:
+one forward over ``prompt + response`` gives every response token's log-prob at once (no sampling)."""
 
 from __future__ import annotations
 

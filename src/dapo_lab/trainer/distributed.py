@@ -1,0 +1,72 @@
+"""The few collectives the DAPO step needs, as no-ops in a single process.
+
+Every rank must call them in the same order and the same number of times: a rank that skips one while
+another waits in it hangs the run (and a hung gloo collective ignores SIGTERM).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def all_reduce_sum(value: Tensor) -> Tensor:
+    """The sum of ``value`` over ranks (a copy; the input is untouched).
+
+    >>> all_reduce_sum(torch.tensor(3))
+    tensor(3)
+    """
+    if is_distributed():
+        value = value.clone()
+        dist.all_reduce(value)
+    return value
+
+
+def all_reduce_max(value: Tensor) -> Tensor:
+    """The maximum of ``value`` over ranks (a copy).
+
+    >>> all_reduce_max(torch.tensor([2, 5]))
+    tensor([2, 5])
+    """
+    if is_distributed():
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value
+
+
+def global_count(count: int, device: torch.device | str = "cpu") -> int:
+    """``count`` summed over ranks, as a Python int.
+
+    >>> global_count(4)
+    4
+    """
+    return int(all_reduce_sum(torch.tensor(count, dtype=torch.long, device=device)).item())
+
+
+def sync_gradients(parameters) -> None:
+    """Sum ``.grad`` over data-parallel ranks in one flat all-reduce (missing grads count as zero)."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return
+    params = [p for p in parameters if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()

@@ -1,0 +1,73 @@
+"""Evaluation with the paper's decoding: avg@k and unbiased pass@k from k samples per prompt (T=1.0, top_p=0.7),
+greedy accuracy, response length and truncation, over a (possibly sharded) eval split.
+
+Each rank evaluates its shard and keeps per-prompt statistics; :meth:`Evaluator.summarize` sums them over ranks,
+so the metrics are those of the whole split whatever the number of ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from dapo_lab.rollout.base import SamplingParams
+from dapo_lab.trainer.distributed import all_reduce_sum
+from dapo_lab.trainer.groups import decode_responses
+from dapo_lab.trainer.metrics import pass_at_k
+from dapo_lab.trainer.prompts import PromptSet
+from dapo_lab.trainer.settings import EvalSettings
+
+
+class Evaluator:
+    """Evaluates the engine's current policy on ``prompts`` (``settings``: :class:`EvalSettings`)."""
+
+    def __init__(self, rollout: Any, reward: Any, prompts: PromptSet, settings: EvalSettings, max_new_tokens: int,
+                 tokenizer: Any) -> None:
+        self.rollout, self.reward, self.prompts, self.settings = rollout, reward, prompts, settings
+        self.max_new_tokens, self.tokenizer = max_new_tokens, tokenizer
+
+    def __len__(self) -> int:
+        """How many eval prompts a full evaluation covers (``max_prompts`` caps the split)."""
+        cap = self.settings.max_prompts
+        return len(self.prompts) if cap is None else min(cap, len(self.prompts))
+
+    def _correct(self, out: Any, truths: list[str]) -> list[bool]:
+        texts = decode_responses(self.tokenizer, out.response_ids, out.response_mask)
+        return self.reward.score_batch(texts, truths)[1]
+
+    @torch.no_grad()
+    def evaluate(self, indices: list[int]) -> list[dict[str, float]]:
+        """Per-prompt statistics (correct samples, pass@k, mean length, truncated fraction, greedy correctness)."""
+        e = self.settings
+        prompts = [self.prompts.ids(i) for i in indices]
+        truths = [self.prompts.ground_truth(i) for i in indices]
+        out = self.rollout.generate(prompts, SamplingParams(e.temperature, e.top_p, self.max_new_tokens, n=e.k,
+                                                            seed=e.seed + indices[0]))
+        correct = torch.tensor(self._correct(out, [t for t in truths for _ in range(e.k)]),
+                               dtype=torch.float32).view(len(indices), e.k)  # [P, k]
+        lengths = out.lengths.float().view(len(indices), e.k)  # [P, k]
+        truncated = out.truncated.view(len(indices), e.k).float()  # [P, k]
+        greedy = [float("nan")] * len(indices)
+        if e.greedy:
+            g = self.rollout.generate(prompts, SamplingParams(0.0, 1.0, self.max_new_tokens, n=1))
+            greedy = [float(c) for c in self._correct(g, truths)]
+        return [{"correct": correct[row].sum().item(), "len": lengths[row].mean().item(),
+                 "truncated": truncated[row].mean().item(), "greedy": greedy[row]} for row in range(len(indices))]
+
+    def summarize(self, rows: list[dict[str, float]], device: torch.device | str = "cpu") -> dict[str, float]:
+        """The ``eval/*`` metrics of the whole split: per-prompt statistics summed over this rank's ``rows`` and
+        over ranks (an all-reduce: every rank must call it). Empty when no rank evaluated anything."""
+        k = self.settings.k
+        sums = torch.tensor([[r["correct"], pass_at_k(k, int(r["correct"]), k), r["len"], r["truncated"],
+                              r["greedy"] if self.settings.greedy else 0.0, 1.0] for r in rows] or [[0.0] * 6],
+                            dtype=torch.float64).sum(0)
+        correct, passed, length, truncated, greedy, n = all_reduce_sum(sums.to(device)).tolist()
+        if n == 0:
+            return {}
+        metrics = {f"eval/avg@{k}": correct / (n * k), f"eval/pass@{k}": passed / n,
+                   "eval/response_len_mean": length / n, "eval/truncated_frac": truncated / n, "eval/num_prompts": n}
+        if self.settings.greedy:
+            metrics["eval/greedy_acc"] = greedy / n
+        return {key: float(v) for key, v in metrics.items() if not math.isnan(v)}

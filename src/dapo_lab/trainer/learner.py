@@ -1,0 +1,316 @@
+"""DAPOLearner: one DAPO step, top to bottom, in plain PyTorch (no Lightning).
+
+A step (DAPO Algorithm 1), in the order of this file:
+
+    groups = collect_groups(step)     # sample prompts → G responses each → grade → shape rewards (overlong) →
+                                      # keep groups with 0 < #correct < G, generate more until the batch is full
+    old, ref = score(batch)           # π_old once: a trainer forward, or the engine's own sampling log-probs
+    advantages = advantage(rewards)   # group-normalised (Eq. 9); a KL-in-reward penalty first, if any
+    update(batch, old, advantages)    # ppo_epochs × prompts/mini_batch optimizer updates, each accumulated
+                                      # exactly over micro-batches with the mini-batch's global counts
+
+``DAPOModule`` (``trainer/module.py``) calls :meth:`DAPOLearner.step` once per Lightning step and logs what it
+returns; tests and notebooks call it directly with a :class:`~dapo_lab.trainer.optimization.PlainOptimization`.
+
+Simplifications, and why:
+- Rollout and training alternate in one process (colocated): on CPU two torch processes fight for cores.
+- Every step makes the same number of optimizer updates, ``ppo_epochs × prompts_per_step / mini_batch_prompts``,
+  whatever dynamic sampling collected (a short batch gives smaller mini-batches), so every rank steps its
+  optimizer the same number of times.
+- Mini-batches are random rows of the step's batch, not whole groups: advantages are computed per group first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dapo_lab.algo import functional as F
+from dapo_lab.rollout.base import SamplingParams
+from dapo_lab.trainer.distributed import all_reduce_sum, global_count, rank, world_size
+from dapo_lab.trainer.evaluation import Evaluator
+from dapo_lab.trainer.groups import Group, TrainBatch, assemble, decode_responses, split_groups
+from dapo_lab.trainer.metrics import ROUND_REDUCTIONS, UPDATE_REDUCTIONS, reduce_rows
+from dapo_lab.trainer.optimization import Optimization
+from dapo_lab.trainer.prompts import PromptSet, PromptStream
+from dapo_lab.trainer.settings import (
+    BatchSettings,
+    EvalSettings,
+    GenerationSettings,
+    RolloutCorrection,
+)
+from dapo_lab.trainer.teacher_forced import response_logprobs
+
+
+@dataclass
+class EntropyTally:
+    """The policy's entropy summed over response tokens, and their count (for ``train/entropy``)."""
+
+    total: float = 0.0
+    tokens: float = 0.0
+
+    def add(self, entropy: Tensor, response_mask: Tensor) -> None:
+        self.total += (entropy * response_mask).sum().item()
+        self.tokens += response_mask.sum().item()
+
+
+class DAPOLearner:
+    """The policy and the DAPO step. Receives built components (``dapo_lab.build.build_learner``); never reads
+    the raw config. Its state between steps — the prompt stream's position and dynamic sampling's surplus groups —
+    is :meth:`state_dict`."""
+
+    def __init__(self, *, model: torch.nn.Module, tokenizer: Any, train: PromptSet, eval: PromptSet, reward: Any,
+                 rollout: Any, clip: Any, loss: Any, advantage: Any, kl: Any, overlong: Any, sampling: Any,
+                 batch: BatchSettings, generation: GenerationSettings, evaluation: EvalSettings,
+                 rollout_correction: RolloutCorrection, seed: int = 1,
+                 ref_model: torch.nn.Module | None = None) -> None:
+        self.model, self.tokenizer, self.ref_model = model, tokenizer, ref_model
+        self.train = train
+        self.reward, self.rollout, self.clip, self.loss = reward, rollout, clip, loss
+        self.advantage, self.kl, self.overlong, self.sampling = advantage, kl, overlong, sampling
+        self.batch_cfg, self.gen_cfg, self.seed = batch, generation, seed
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.rollout.attach(model, eos_id=tokenizer.eos_token_id, pad_id=self.pad_id)
+        # Where π_old comes from ("engine" or "recompute") and the TIS cap: settings of the loss, not the engine.
+        self.old_logprobs = rollout_correction.resolve(bool(rollout.logprobs_match_trainer))
+        self.tis_cap = rollout_correction.tis_cap
+        self.evaluator = Evaluator(rollout, reward, eval, evaluation, generation.max_new_tokens, tokenizer)
+        self.stream = PromptStream(len(train), seed)
+        self.surplus: list[Group] = []
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _step_seed(self, step: int, round_index: int) -> int:
+        return (self.seed * 1_000_003 + step * 1009 + round_index * 7 + rank() * 7919) % (2**31)
+
+    # ------------------------------------------------------------------ the step
+    def step(self, step: int, optimization: Optimization) -> dict[str, float]:
+        """Run DAPO step ``step`` (0-based: the number of steps completed before it); returns its metrics."""
+        t_start = time.perf_counter()
+        groups, metrics = self.collect_groups(step)
+        self.rollout.sleep()  # e.g. vLLM frees its KV cache on GPU while the trainer updates
+        updates: list[dict[str, float]] = []
+        if global_count(len(groups), self.device) == 0:
+            optimization.skip_step()  # the bound hit with nothing informative anywhere: log it, never crash
+        elif not groups:  # this rank found nothing but others did: take part in their updates with zero grads
+            updates, _ = self.update(None, None, None, None, step, optimization)
+        else:
+            batch = assemble(groups, self.pad_id)
+            t0 = time.perf_counter()
+            old_logp, entropy, ref_logp = self.score(batch)
+            metrics["time/old_logprob"] = time.perf_counter() - t0
+            rewards = batch.rewards
+            if ref_logp is not None:
+                rewards = rewards - self.kl.sequence_penalty(old_logp, ref_logp, batch.response_mask)
+            advantages, adv_metrics = self.advantage(rewards, self.batch_cfg.group_size)
+            metrics.update({k: float(v) for k, v in adv_metrics.items()})
+            metrics.update(self._batch_metrics(batch, old_logp, entropy, int(metrics["sampling/carried_groups"])))
+            t0 = time.perf_counter()
+            updates, tallies = self.update(batch, old_logp, ref_logp, advantages, step, optimization)
+            metrics["time/update"] = time.perf_counter() - t0
+            if entropy is None:  # measured in the first epoch's update forwards, over every response token once
+                metrics["train/entropy"] = sum(t.total for t in tallies) / max(sum(t.tokens for t in tallies), 1.0)
+            metrics["perf/update_tokens_per_s"] = batch.response_mask.sum().item() * self.batch_cfg.ppo_epochs / max(
+                metrics["time/update"], 1e-9)
+        metrics.update(reduce_rows(updates, UPDATE_REDUCTIONS))
+        metrics["actor/num_updates"] = len(updates)
+        metrics["time/step"] = time.perf_counter() - t_start
+        if metrics.get("time/generate"):
+            metrics["perf/rollout_tokens_per_s"] = metrics["rollout/tokens"] / metrics["time/generate"]
+        return metrics
+
+    # ------------------------------------------------------------------ 1. collect: rollout + dynamic sampling
+    def collect_groups(self, step: int) -> tuple[list[Group], dict[str, float]]:
+        """Generate until ``prompts_per_step`` groups pass the sampling filter (globally), or the bound hits.
+        Groups beyond the batch are carried to the next step."""
+        target = self.batch_cfg.prompts_per_step
+        collected, self.surplus = list(self.surplus), []
+        carried = len(collected)
+        rounds, round_metrics = 0, []
+        while rounds < self.sampling.max_gen_batches:
+            if global_count(len(collected), self.device) >= target * world_size():
+                break
+            kept, metrics = self._generate_round(step, rounds)
+            collected += kept
+            round_metrics.append(metrics)
+            rounds += 1
+            if not self.sampling.dynamic:
+                break
+        batch, self.surplus = collected[:target], collected[target:]
+        metrics = reduce_rows(round_metrics, ROUND_REDUCTIONS)
+        metrics.update({"sampling/num_gen_batches": rounds, "sampling/batch_groups": len(batch),
+                        "sampling/surplus_groups": len(self.surplus), "sampling/carried_groups": carried,
+                        "sampling/bound_hit": float(len(batch) < target)})
+        return batch, metrics
+
+    def _generate_round(self, step: int, round_index: int) -> tuple[list[Group], dict[str, float]]:
+        b = self.batch_cfg
+        # One global order of prompts; each rank takes its own slice of every round.
+        indices = self.stream.take(b.gen_prompts * world_size())[rank() * b.gen_prompts :][: b.gen_prompts]
+        params = SamplingParams(temperature=self.gen_cfg.temperature, top_p=self.gen_cfg.top_p,
+                                max_new_tokens=self.gen_cfg.max_new_tokens, n=b.group_size,
+                                seed=self._step_seed(step, round_index))
+        t0 = time.perf_counter()
+        out = self.rollout.generate([self.train.ids(i) for i in indices], params)
+        t1 = time.perf_counter()
+        texts = decode_responses(self.tokenizer, out.response_ids, out.response_mask)
+        truths = [self.train.ground_truth(i) for i in indices for _ in range(b.group_size)]
+        scores, correct, reward_metrics = self.reward.score_batch(texts, truths)
+        t2 = time.perf_counter()
+        scores_t = torch.tensor(scores, dtype=torch.float32)  # [N]
+        correct_t = torch.tensor(correct, dtype=torch.bool)  # [N]
+        lengths = out.lengths  # [N]
+        shaped, in_loss, overlong_metrics = self.overlong(scores_t, lengths, out.truncated)
+        values = correct_t.float() if self.sampling.metric == "acc" else shaped
+        keep, sampling_metrics = self.sampling.select(values, b.group_size)  # bool [N / G]
+        groups = split_groups(out, b.group_size, shaped, correct_t, in_loss)
+        kept = [g for g, k in zip(groups, keep.tolist()) if k]
+        metrics = {"rollout/acc": correct_t.float().mean().item(), "rollout/reward_mean": scores_t.mean().item(),
+                   "rollout/response_len_mean": lengths.float().mean().item(),
+                   "rollout/response_len_max": lengths.max().item(),
+                   "rollout/truncated_frac": out.truncated.float().mean().item(),
+                   "time/generate": t1 - t0, "time/grade": t2 - t1, "rollout/tokens": lengths.sum().item(),
+                   **{k: float(v) for k, v in {**reward_metrics, **overlong_metrics, **sampling_metrics}.items()}}
+        return kept, metrics
+
+    # ------------------------------------------------------------------ 2. score: π_old (and π_ref) once per step
+    def _logprobs(self, model: torch.nn.Module, batch: TrainBatch, rows: Tensor,
+                  with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        return response_logprobs(model, [batch.prompt_ids[i] for i in rows.tolist()], batch.response_ids[rows],
+                                 pad_id=self.pad_id, temperature=self.gen_cfg.temperature, with_entropy=with_entropy)
+
+    @torch.no_grad()
+    def score(self, batch: TrainBatch) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Old (and reference) log-probs ``[N, R]`` and entropy ``[N, R]``, micro-batched.
+
+        With engine old log-probs there is no forward here (entropy ``None``: the update measures it) unless a
+        reference model needs one.
+        """
+        from_engine = self.old_logprobs == "engine"
+        old, ent, ref = [], [], []
+        for rows in torch.arange(len(batch)).split(self.batch_cfg.micro_batch_size):
+            if not from_engine:
+                lp, h = self._logprobs(self.model, batch, rows, with_entropy=True)
+                old.append(lp.cpu()), ent.append(h.cpu())
+            if self.ref_model is not None:
+                ref.append(self._logprobs(self.ref_model, batch, rows)[0].cpu())
+        ref_logp = torch.cat(ref) if ref else None
+        if from_engine:
+            return batch.engine_logprobs.clone(), None, ref_logp
+        return torch.cat(old), torch.cat(ent), ref_logp
+
+    def _batch_metrics(self, batch: TrainBatch, old_logp: Tensor, entropy: Tensor | None,
+                       carried_groups: int) -> dict[str, float]:
+        mask = batch.response_mask  # bool [N, R]
+        metrics = {"train/acc": batch.correct.float().mean().item(), "train/reward_mean": batch.rewards.mean().item(),
+                   "train/token_prob_mean": F.masked_mean(old_logp.exp(), mask).item()}
+        if entropy is not None:
+            metrics["train/entropy"] = F.masked_mean(entropy, mask).item()
+        # The engine/trainer gap on this step's own rollouts only: carried surplus groups (the batch's first
+        # groups) were sampled before the last update, so their gap measures staleness, not the engine.
+        fresh = mask.clone()  # bool [N, R]
+        fresh[: min(carried_groups, len(batch) // self.batch_cfg.group_size) * self.batch_cfg.group_size] = False
+        if fresh.any() and self.old_logprobs == "recompute":
+            gap = (old_logp - batch.engine_logprobs).abs()  # [N, R]
+            metrics["rollout/logprob_abs_diff"] = F.masked_mean(gap, fresh).item()
+            metrics["rollout/logprob_abs_diff_max"] = gap[fresh].max().item()
+        if self.tis_cap is not None:
+            tis = F.truncated_importance_weights(old_logp, batch.engine_logprobs, cap=self.tis_cap)  # [N, R]
+            metrics["rollout/tis_weight_mean"] = F.masked_mean(tis, mask).item()
+            metrics["rollout/tis_capped_frac"] = F.masked_mean((tis >= self.tis_cap).float(), mask).item()
+        return metrics
+
+    # ------------------------------------------------------------------ 3. update
+    def update(self, batch: TrainBatch | None, old_logp: Tensor | None, ref_logp: Tensor | None,
+               advantages: Tensor | None, step: int,
+               optimization: Optimization) -> tuple[list[dict[str, float]], list[EntropyTally]]:
+        """``ppo_epochs × prompts_per_step / mini_batch_prompts`` optimizer updates over shuffled mini-batches of
+        rows; ``batch=None`` joins the other ranks' updates with no data. Returns per-update statistics and, with
+        engine old log-probs, the entropy measured in the first epoch's forwards (one tally per update)."""
+        b = self.batch_cfg
+        gen = torch.Generator().manual_seed(self._step_seed(step, 10_000))
+        size = 0 if batch is None else len(batch)
+        per_epoch = b.prompts_per_step // b.mini_batch_prompts
+        minis = [mini for _ in range(b.ppo_epochs)
+                 for mini in torch.randperm(size, generator=gen).tensor_split(per_epoch)]
+        updates, tallies = [], []
+        for i, mini in enumerate(minis):
+            optimization.zero_grad()
+            tally = EntropyTally() if self.old_logprobs == "engine" and i < per_epoch else None
+            if batch is None:
+                self._global_counts(None)  # the same collectives as accumulate_gradients, with nothing to add
+                stats: dict[str, float] = {}
+            else:
+                stats = self.accumulate_gradients(batch, mini, old_logp, ref_logp, advantages, optimization, tally)
+            stats["actor/grad_norm"] = optimization.step(last=i == len(minis) - 1)
+            updates.append(stats)
+            if tally is not None:
+                tallies.append(tally)
+        return updates, tallies
+
+    def _global_counts(self, mini_mask: Tensor | None) -> dict[str, Tensor]:
+        """The loss's denominators over the whole mini-batch: every micro-batch, every rank (``mini_mask``: this
+        rank's ``bool [n, R]`` loss mask, or None when it has no rows)."""
+        counts = {}
+        for name in self.loss.global_counts:
+            local = torch.zeros((), dtype=torch.long) if mini_mask is None else F.LOSS_COUNTS[name](mini_mask)
+            counts[name] = all_reduce_sum(local.to(self.device))
+        return counts
+
+    def accumulate_gradients(self, batch: TrainBatch, mini: Tensor, old_logp: Tensor, ref_logp: Tensor | None,
+                             advantages: Tensor, optimization: Optimization,
+                             entropy: EntropyTally | None = None) -> dict[str, float]:
+        """Backward over the micro-batches of one mini-batch (rows ``mini``); gradients sum to the mini-batch's.
+
+        ``entropy``: also tally the policy's entropy over the rows' response tokens, from the same forwards.
+        """
+        loss_mask = batch.loss_mask  # bool [N, R]
+        mini_mask = loss_mask[mini]
+        counts = self._global_counts(mini_mask)
+        stats: dict[str, float] = {}
+        for rows in mini.split(self.batch_cfg.micro_batch_size):
+            lm = loss_mask[rows].to(self.device)  # bool [n, R]
+            logp, ent = self._logprobs(self.model, batch, rows, with_entropy=entropy is not None)  # [n, R]
+            if entropy is not None:
+                entropy.add(ent, batch.response_mask[rows].to(self.device))
+            old = old_logp[rows].to(self.device)  # [n, R]
+            token_loss, clip_metrics = self.clip(logp, old, advantages[rows].to(self.device), lm)  # [n, R]
+            if self.tis_cap is not None:
+                # Truncated importance sampling: re-weight tokens sampled under the engine's numerics.
+                token_loss = token_loss * F.truncated_importance_weights(
+                    old, batch.engine_logprobs[rows].to(self.device), cap=self.tis_cap)
+            pg_loss = self.loss(token_loss, lm, counts)
+            loss = pg_loss
+            kl_term = None if ref_logp is None else self.kl.token_loss(logp, ref_logp[rows].to(self.device))
+            if kl_term is not None:
+                kl_loss = self.loss(kl_term, lm, counts)
+                loss = loss + kl_loss
+                stats["actor/kl_loss"] = stats.get("actor/kl_loss", 0.0) + kl_loss.item()
+            optimization.backward(loss)  # this rank's share of the mini-batch loss
+            weight = lm.sum().item() / max(mini_mask.sum().item(), 1)
+            stats["actor/pg_loss"] = stats.get("actor/pg_loss", 0.0) + pg_loss.item()
+            for k, v in clip_metrics.items():
+                stats[k] = stats.get(k, 0.0) + v.item() * weight
+        return stats
+
+    # ------------------------------------------------------------------ state and lifecycle
+    def state_dict(self) -> dict[str, Any]:
+        """Plain dicts of tensors and lists: loadable with ``torch.load(weights_only=True)``."""
+        return {"stream": self.stream.state_dict(), "surplus": [vars(g).copy() for g in self.surplus]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "stream" in state:
+            self.stream.load_state_dict(state["stream"])
+        self.surplus = [Group(**g) for g in state.get("surplus", [])]
+
+    def close(self) -> None:
+        """Release the rollout engine and the reward's worker processes."""
+        self.rollout.close()
+        if hasattr(self.reward, "close"):
+            self.reward.close()

@@ -1,0 +1,77 @@
+"""Metric bookkeeping: how per-round and per-update values become one number per step, and pass@k.
+
+A step logs one value per metric, but several are measured more than once per step: once per generation
+round (dynamic sampling) and once per optimizer update. Each such metric has an explicit reduction here, so a
+maximum stays a maximum and a count stays a count; a metric without one is an error, not a silent mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from math import comb
+from typing import Literal
+
+Reduction = Literal["mean", "sum", "max"]
+
+# Measured once per generation round.
+ROUND_REDUCTIONS: dict[str, Reduction] = {
+    "rollout/acc": "mean", "rollout/reward_mean": "mean", "rollout/response_len_mean": "mean",
+    "rollout/response_len_max": "max", "rollout/truncated_frac": "mean", "rollout/tokens": "sum",
+    "time/generate": "sum", "time/grade": "sum",
+    "sampling/kept_group_frac": "mean", "sampling/discarded_group_frac": "mean",
+    "sampling/informative_group_frac": "mean",
+    "overlong/penalty_mean": "mean", "overlong/filtered_frac": "mean",
+    # The grader's counters add up over rounds; its fractions average (rounds have equal sizes).
+    "reward/symbolic_checks": "sum", "reward/symbolic_rescued": "sum", "reward/timeouts": "sum",
+    "reward/parse_failures": "sum",
+    # A user's reward component may log any other reward/... value: averaged over rounds.
+    "reward/": "mean",
+}
+
+# Measured once per optimizer update (the mean over the step's updates).
+UPDATE_REDUCTIONS: dict[str, Reduction] = {
+    "actor/pg_loss": "mean", "actor/kl_loss": "mean", "actor/clipfrac_low": "mean", "actor/clipfrac_high": "mean",
+    "actor/ppo_kl": "mean", "actor/grad_norm": "mean",
+}
+
+
+def _rule(name: str, rules: Mapping[str, Reduction]) -> Reduction:
+    if name in rules:
+        return rules[name]
+    prefix = name.split("/", 1)[0] + "/"
+    if prefix in rules:
+        return rules[prefix]
+    raise KeyError(f"metric {name!r} has no reduction: add it to dapo_lab.trainer.metrics")
+
+
+def reduce_rows(rows: Sequence[Mapping[str, float]], rules: Mapping[str, Reduction]) -> dict[str, float]:
+    """One value per metric from several rows of measurements, each metric by its own rule.
+
+    A metric missing from some rows is reduced over the rows that have it.
+
+    >>> reduce_rows([{"rollout/response_len_max": 9, "rollout/tokens": 30, "rollout/acc": 0.5},
+    ...              {"rollout/response_len_max": 7, "rollout/tokens": 20, "rollout/acc": 0.25}], ROUND_REDUCTIONS)
+    {'rollout/response_len_max': 9.0, 'rollout/tokens': 50.0, 'rollout/acc': 0.375}
+    >>> reduce_rows([{"rollout/new_thing": 1.0}], ROUND_REDUCTIONS)
+    Traceback (most recent call last):
+    ...
+    KeyError: "metric 'rollout/new_thing' has no reduction: add it to dapo_lab.trainer.metrics"
+    """
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    out = {}
+    for name in names:
+        values = [float(row[name]) for row in rows if name in row]
+        how = _rule(name, rules)
+        out[name] = sum(values) / len(values) if how == "mean" else sum(values) if how == "sum" else max(values)
+    return out
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples with ``c`` correct (Chen et al. 2021): ``1 − C(n−c, k) / C(n, k)``.
+
+    >>> pass_at_k(4, 0, 4), pass_at_k(4, 1, 4), round(pass_at_k(4, 1, 2), 4)
+    (0.0, 1.0, 0.5)
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    return 1.0 - comb(n - c, k) / comb(n, k)

@@ -1,0 +1,107 @@
+"""DAPOModule: Lightning's side of a run — the loop, hooks, checkpoints and loggers around a
+:class:`~dapo_lab.trainer.learner.DAPOLearner`, which owns the algorithm.
+
+One Lightning training step is one DAPO step. Lightning's ``global_step`` counts DAPO steps (the paper's x-axis):
+under manual optimization it counts optimizer steps, and only each step's last update goes through Lightning's
+optimizer wrapper (:class:`~dapo_lab.trainer.strategy.LightningOptimization`). One "epoch" is the span between
+evaluations, so validation runs every ``evaluation.every`` steps.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+from dapo_lab.trainer.learner import DAPOLearner
+from dapo_lab.trainer.settings import OptimSettings
+from dapo_lab.trainer.strategy import LightningOptimization
+
+
+class DAPOModule(L.LightningModule):
+    def __init__(self, learner: DAPOLearner, optim: OptimSettings) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.learner, self.optim_cfg = learner, optim
+        # Registered as submodules: Lightning moves, wraps and checkpoints them.
+        self.model, self.ref_model = learner.model, learner.ref_model
+        self._eval_rows: list[dict[str, float]] = []
+        self._weight_sync_s = 0.0
+
+    # ------------------------------------------------------------------ plumbing
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        # Prompts come from the learner's stream (resumable, refillable); Lightning only counts steps.
+        return torch.utils.data.DataLoader(range(self.learner.evaluator.settings.every), batch_size=None)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        evaluator = self.learner.evaluator
+        return torch.utils.data.DataLoader(range(len(evaluator)), batch_size=evaluator.settings.batch_prompts)
+
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        opt = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else None
+        if o.decay != "constant" and total is None:
+            raise ValueError("optim.decay needs the run's length: set trainer.max_steps")
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: o.lr_factor(s, total))
+        return [opt], [{"scheduler": sched, "interval": "step"}]
+
+    def on_train_start(self) -> None:
+        self.model.train()  # from_pretrained returns eval mode (matters for models with dropout)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dapo_state"] = self.learner.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.learner.load_state_dict(checkpoint.get("dapo_state", {}))
+
+    def sync_rollout_weights(self) -> float:
+        """Make the rollout engine sample from the current policy (vLLM holds its own copy; HF shares it).
+
+        Lightning's ``strategy=fsdp`` wraps this whole module in one FSDP unit: gather the shards first. That
+        gather is refused inside the wrapped forward (``training_step``: "Cannot manually unshard parameters during
+        forward/backward" on a GPU), so this runs from the ``on_train_batch_start`` / ``on_validation_epoch_start``
+        hooks, which Lightning calls outside it. Returns the seconds it took."""
+        start = time.perf_counter()
+        if isinstance(self.trainer.model, FSDP):
+            with FSDP.summon_full_params(self.trainer.model, writeback=False):
+                self.learner.rollout.update_weights(self.model)
+        else:
+            self.learner.rollout.update_weights(self.model)
+        return time.perf_counter() - start
+
+    # ------------------------------------------------------------------ training
+    def on_train_batch_start(self, _batch: Any, _batch_idx: int) -> None:
+        self._weight_sync_s = self.sync_rollout_weights()
+
+    def training_step(self, _batch: Any, _batch_idx: int) -> None:
+        metrics = self.learner.step(self.global_step, LightningOptimization(self, self.optim_cfg.grad_clip))
+        metrics["time/weight_sync"] = self._weight_sync_s
+        metrics["actor/lr"] = self.optimizers().param_groups[0]["lr"]
+        self.lr_schedulers().step()
+        self._log_at_step(metrics)
+
+    # ------------------------------------------------------------------ evaluation
+    def on_validation_epoch_start(self) -> None:
+        self.sync_rollout_weights()
+
+    def validation_step(self, indices: Tensor, _batch_idx: int) -> None:
+        self._eval_rows += self.learner.evaluator.evaluate(indices.tolist())
+
+    def on_validation_epoch_end(self) -> None:
+        rows, self._eval_rows = self._eval_rows, []
+        metrics = self.learner.evaluator.summarize(rows, self.device)  # every rank: an all-reduce
+        if metrics:
+            self._log_at_step(metrics)
+
+    def _log_at_step(self, metrics: dict[str, float]) -> None:
+        """Log at ``step`` = DAPO steps completed (0 = the starting policy), which Lightning's own step
+        bookkeeping does not give under manual optimization; ``self.log`` still feeds callbacks/progress bar."""
+        metrics = {k: float(v) for k, v in metrics.items()}
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
+        self.log_dict(metrics, logger=False, batch_size=1)
