@@ -27,8 +27,9 @@ def exact(rank: int, out: Path) -> None:
     torch.set_num_threads(1)
     learner = make_learner("sampling=none", *PARITY)
     favour_eos(learner)  # ranks get responses of different lengths: local token means would be wrong
-    groups, _ = learner.collect_groups(0)  # each rank its own slice of the prompt order
-    batch = assemble(groups, learner.pad_id)
+    shared, _ = learner.collect_groups(0)  # each rank generates its own prompts; then the balanced deal
+    groups = shared.groups
+    batch = assemble(groups, learner.pad_id, shared.positions, shared.total)
     old_logp, _, _ = learner.score(batch)
     advantages, _ = learner.advantage(batch.rewards, learner.batch_cfg.group_size)
     learner.model.zero_grad(set_to_none=True)
@@ -37,19 +38,19 @@ def exact(rank: int, out: Path) -> None:
     sync_gradients(learner.model.parameters())
     distributed = [p.grad.clone() for p in learner.model.parameters()]
     gathered = [None, None]
-    dist.all_gather_object(gathered, groups)
+    dist.all_gather_object(gathered, list(zip(shared.positions, groups)))
     dist.destroy_process_group()
     if rank != 0:
         return
-    union = assemble(gathered[0] + gathered[1], learner.pad_id)
+    union = assemble([g for _, g in sorted(gathered[0] + gathered[1], key=lambda pg: pg[0])], learner.pad_id)
     old_u, _, _ = learner.score(union)
     adv_u, _ = learner.advantage(union.rewards, learner.batch_cfg.group_size)
     learner.model.zero_grad(set_to_none=True)
     learner.accumulate_gradients(union, torch.arange(len(union)), old_u - 0.2, None, adv_u, gradient_only(learner))
     worst = max(((a - p.grad).abs().max() / p.grad.abs().max().clamp(min=1e-12)).item()
                 for a, p in zip(distributed, learner.model.parameters()))
-    lengths = [int(g.response_mask.sum()) for g in gathered[0]], [int(g.response_mask.sum()) for g in gathered[1]]
-    differ = gathered[0][0].prompt_ids != gathered[1][0].prompt_ids
+    lengths = [int(g.response_mask.sum()) for _, g in gathered[0]], [int(g.response_mask.sum()) for _, g in gathered[1]]
+    differ = gathered[0][0][1].prompt_ids != gathered[1][0][1].prompt_ids
     (out / "exact.json").write_text(json.dumps({"max_rel_diff": worst, "tokens_per_rank": [sum(x) for x in lengths],
                                                 "prompts_differ": differ}))
 

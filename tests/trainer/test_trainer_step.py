@@ -18,8 +18,7 @@ from dapo_lab.trainer.groups import assemble
 def test_micro_batches_give_the_mini_batch_gradient(loss):
     learner = make_learner(f"loss={loss}", "sampling=none", *PARITY)
     favour_eos(learner)  # responses of different lengths: the case where per-micro-batch means go wrong
-    groups, _ = learner.collect_groups(0)
-    batch = assemble(groups, learner.pad_id)
+    batch = assemble(learner.collect_groups(0)[0].groups, learner.pad_id)
     assert batch.response_mask.sum(-1).unique().numel() > 1
     old_logp, _, _ = learner.score(batch)
     advantages = torch.randn(len(batch), generator=torch.Generator().manual_seed(0))
@@ -40,12 +39,12 @@ def test_micro_batches_give_the_mini_batch_gradient(loss):
 
 def test_dynamic_sampling_refills_and_carries_surplus():
     learner = make_learner(reward=ScriptedReward(["MMWR", "MMMM", "MRMW"], group_size=4))
-    groups, m = learner.collect_groups(0)  # round 1 keeps 2, round 2 keeps 4 → 6: batch 4, surplus 2
-    assert (m["sampling/num_gen_batches"], len(groups), len(learner.surplus)) == (2, 4, 2)
+    shared, m = learner.collect_groups(0)  # round 1 keeps 2, round 2 keeps 4 → 6: batch 4, surplus 2
+    assert (m["sampling/num_gen_batches"], len(shared.groups), len(learner.surplus)) == (2, 4, 2)
     surplus = list(learner.surplus)
-    groups, m = learner.collect_groups(1)  # starts from the 2 carried, one round keeps 2 more
+    shared, m = learner.collect_groups(1)  # starts from the 2 carried, one round keeps 2 more
     assert m["sampling/carried_groups"] == 2 and m["sampling/num_gen_batches"] == 1
-    assert groups[:2] == surplus and len(groups) == 4 and m["sampling/bound_hit"] == 0.0
+    assert shared.groups[:2] == surplus and len(shared.groups) == 4 and m["sampling/bound_hit"] == 0.0
 
 
 def test_round_metrics_reduce_by_their_own_rule():
@@ -73,8 +72,8 @@ def test_round_metrics_reduce_by_their_own_rule():
 
 def test_dynamic_sampling_bound_never_crashes(tmp_path):
     built = make_run(tmp_path, "sampling.max_gen_batches=3", steps=1, reward=ScriptedReward(["RRWW"], group_size=4))
-    groups, m = built.learner.collect_groups(0)
-    assert groups == [] and m["sampling/num_gen_batches"] == 3 and m["sampling/bound_hit"] == 1.0
+    shared, m = built.learner.collect_groups(0)
+    assert shared.groups == [] and m["sampling/num_gen_batches"] == 3 and m["sampling/bound_hit"] == 1.0
     built.trainer.fit(built.module)  # nothing informative: the step logs and moves on
     assert built.trainer.global_step == 1
 
@@ -128,14 +127,14 @@ def test_empty_step_without_lightning_changes_nothing():
 
 def test_keep_all_trains_on_uninformative_groups():
     learner = make_learner("sampling=none", reward=ScriptedReward(["RRWW"], group_size=4))
-    groups, m = learner.collect_groups(0)
-    assert len(groups) == 4 and m["sampling/num_gen_batches"] == 1
+    shared, m = learner.collect_groups(0)
+    assert len(shared.groups) == 4 and m["sampling/num_gen_batches"] == 1
 
 
 def test_overlong_filter_masks_exactly_the_truncated():
     learner = make_learner("overlong=filter", "sampling=none")
     favour_eos(learner, logit_boost=3.0)
-    batch = assemble(learner.collect_groups(0)[0], learner.pad_id)
+    batch = assemble(learner.collect_groups(0)[0].groups, learner.pad_id)
     assert 0 < batch.truncated.sum() < len(batch)
     assert torch.equal(batch.in_loss, ~batch.truncated)
     assert not batch.loss_mask[batch.truncated].any()
@@ -172,7 +171,7 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path):
 def test_truncated_importance_sampling_reweights_token_losses():
     """With tis_cap, each token's loss is scaled by min(exp(trainer − engine), C): checked on the gradient."""
     learner = make_learner("sampling=none", *PARITY, "rollout_correction.tis_cap=2.0")
-    batch = assemble(learner.collect_groups(0)[0], learner.pad_id)
+    batch = assemble(learner.collect_groups(0)[0].groups, learner.pad_id)
     old_logp, _, _ = learner.score(batch)
     shift = torch.where(torch.arange(batch.response_ids.shape[1]) % 2 == 0, -1.0, 0.3)  # engine off by ±
     batch.engine_logprobs = old_logp + shift  # weights exp(1)→capped at 2, and exp(-0.3)
@@ -211,7 +210,7 @@ def test_engine_old_logprobs_are_the_recomputed_ones():
     """old_logprobs=engine skips the forward: the HF engine sampled with the trainer's own fp32 weights, so its
     log-probs must equal the recompute and give the same policy gradient."""
     learner = make_learner("sampling=none", *PARITY)
-    batch = assemble(learner.collect_groups(0)[0], learner.pad_id)
+    batch = assemble(learner.collect_groups(0)[0].groups, learner.pad_id)
     recomputed, entropy, _ = learner.score(batch)
     learner.old_logprobs = "engine"
     from_engine, no_entropy, _ = learner.score(batch)

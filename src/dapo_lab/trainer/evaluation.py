@@ -7,7 +7,9 @@ so the metrics are those of the whole split whatever the number of ranks.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,9 +26,10 @@ class Evaluator:
     """Evaluates the engine's current policy on ``prompts`` (``settings``: :class:`EvalSettings`)."""
 
     def __init__(self, rollout: Any, reward: Any, prompts: PromptSet, settings: EvalSettings, max_new_tokens: int,
-                 tokenizer: Any) -> None:
+                 tokenizer: Any,
+                 generation_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
         self.rollout, self.reward, self.prompts, self.settings = rollout, reward, prompts, settings
-        self.max_new_tokens, self.tokenizer = max_new_tokens, tokenizer
+        self.max_new_tokens, self.tokenizer, self.generation_context = max_new_tokens, tokenizer, generation_context
 
     def __len__(self) -> int:
         """How many eval prompts a full evaluation covers (``max_prompts`` caps the split)."""
@@ -43,15 +46,17 @@ class Evaluator:
         e = self.settings
         prompts = [self.prompts.ids(i) for i in indices]
         truths = [self.prompts.ground_truth(i) for i in indices]
-        out = self.rollout.generate(prompts, SamplingParams(e.temperature, e.top_p, self.max_new_tokens, n=e.k,
-                                                            seed=e.seed + indices[0]))
+        with self.generation_context():
+            out = self.rollout.generate(prompts, SamplingParams(e.temperature, e.top_p, self.max_new_tokens, n=e.k,
+                                                                seed=e.seed + indices[0]))
         correct = torch.tensor(self._correct(out, [t for t in truths for _ in range(e.k)]),
                                dtype=torch.float32).view(len(indices), e.k)  # [P, k]
         lengths = out.lengths.float().view(len(indices), e.k)  # [P, k]
         truncated = out.truncated.view(len(indices), e.k).float()  # [P, k]
         greedy = [float("nan")] * len(indices)
         if e.greedy:
-            g = self.rollout.generate(prompts, SamplingParams(0.0, 1.0, self.max_new_tokens, n=1))
+            with self.generation_context():
+                g = self.rollout.generate(prompts, SamplingParams(0.0, 1.0, self.max_new_tokens, n=1))
             greedy = [float(c) for c in self._correct(g, truths)]
         return [{"correct": correct[row].sum().item(), "len": lengths[row].mean().item(),
                  "truncated": truncated[row].mean().item(), "greedy": greedy[row]} for row in range(len(indices))]

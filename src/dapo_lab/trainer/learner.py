@@ -2,8 +2,9 @@
 
 A step (DAPO Algorithm 1), in the order of this file:
 
-    groups = collect_groups(step)     # sample prompts → G responses each → grade → shape rewards (overlong) →
-                                      # keep groups with 0 < #correct < G, generate more until the batch is full
+    shared = collect_groups(step)     # sample prompts → G responses each → grade → shape rewards (overlong) →
+                                      # keep groups with 0 < #correct < G, generate more until the batch is full;
+                                      # then deal the batch's groups out to the ranks, balanced (sharing.py)
     old, ref = score(batch)           # π_old once: a trainer forward, or the engine's own sampling log-probs
     advantages = advantage(rewards)   # group-normalised (Eq. 9); a KL-in-reward penalty first, if any
     update(batch, old, advantages)    # ppo_epochs × prompts/mini_batch optimizer updates, each accumulated
@@ -11,6 +12,12 @@ A step (DAPO Algorithm 1), in the order of this file:
 
 ``DAPOModule`` (``trainer/module.py``) calls :meth:`DAPOLearner.step` once per Lightning step and logs what it
 returns; tests and notebooks call it directly with a :class:`~dapo_lab.trainer.optimization.PlainOptimization`.
+
+Hang-safe by construction (STYLE #16): every rank runs the same collectives in the same order. Generation rounds
+are decided on global counts; the batch is dealt out so ranks hold equal numbers of groups (± one); every update
+runs the same number of micro-batch forward/backward passes on every rank (the largest count over ranks — a rank
+short of rows runs zero-weight dummy passes, forward and backward executed, loss × 0), because under FSDP or
+ZeRO-3 each forward and backward is itself a collective; a rank with nothing to train runs only dummies.
 
 Simplifications, and why:
 - Rollout and training alternate in one process (colocated): on CPU two torch processes fight for cores.
@@ -22,7 +29,9 @@ Simplifications, and why:
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +40,8 @@ from torch import Tensor
 
 from dapo_lab.algo import functional as F
 from dapo_lab.rollout.base import SamplingParams
-from dapo_lab.trainer.distributed import all_reduce_sum, global_count, rank, world_size
+from dapo_lab.trainer.balance import micro_batches
+from dapo_lab.trainer.distributed import all_reduce_max, all_reduce_sum, global_count, rank, world_size
 from dapo_lab.trainer.evaluation import Evaluator
 from dapo_lab.trainer.groups import Group, TrainBatch, assemble, decode_responses, split_groups
 from dapo_lab.trainer.metrics import ROUND_REDUCTIONS, UPDATE_REDUCTIONS, reduce_rows
@@ -43,6 +53,7 @@ from dapo_lab.trainer.settings import (
     GenerationSettings,
     RolloutCorrection,
 )
+from dapo_lab.trainer.sharing import SharedBatch, share_groups
 from dapo_lab.trainer.teacher_forced import response_logprobs
 
 
@@ -78,43 +89,49 @@ class DAPOLearner:
         # Where π_old comes from ("engine" or "recompute") and the TIS cap: settings of the loss, not the engine.
         self.old_logprobs = rollout_correction.resolve(bool(rollout.logprobs_match_trainer))
         self.tis_cap = rollout_correction.tis_cap
-        self.evaluator = Evaluator(rollout, reward, eval, evaluation, generation.max_new_tokens, tokenizer)
+        # Wraps every generation call: a sharded strategy gathers the full weights there, because the ranks' decode
+        # loops run different numbers of forwards (responses end at different lengths). Set by DAPOModule.
+        self.generation_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        self.evaluator = Evaluator(rollout, reward, eval, evaluation, generation.max_new_tokens, tokenizer,
+                                   lambda: self.generation_context())
         self.stream = PromptStream(len(train), seed)
-        self.surplus: list[Group] = []
+        self.surplus: list[Group] = []  # carried to the next step; the same list on every rank
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _step_seed(self, step: int, round_index: int) -> int:
-        return (self.seed * 1_000_003 + step * 1009 + round_index * 7 + rank() * 7919) % (2**31)
+    def _step_seed(self, step: int, round_index: int, per_rank: bool = True) -> int:
+        """A seed per (step, round), and per rank unless ``per_rank=False`` (what all ranks must draw alike)."""
+        rank_term = rank() * 7919 if per_rank else 0
+        return (self.seed * 1_000_003 + step * 1009 + round_index * 7 + rank_term) % (2**31)
 
     # ------------------------------------------------------------------ the step
     def step(self, step: int, optimization: Optimization) -> dict[str, float]:
         """Run DAPO step ``step`` (0-based: the number of steps completed before it); returns its metrics."""
         t_start = time.perf_counter()
-        groups, metrics = self.collect_groups(step)
+        shared, metrics = self.collect_groups(step)
         self.rollout.sleep()  # e.g. vLLM frees its KV cache on GPU while the trainer updates
         updates: list[dict[str, float]] = []
-        if global_count(len(groups), self.device) == 0:
+        if shared.total == 0:
             optimization.skip_step()  # the bound hit with nothing informative anywhere: log it, never crash
-        elif not groups:  # this rank found nothing but others did: take part in their updates with zero grads
-            updates, _ = self.update(None, None, None, None, step, optimization)
-        else:
-            batch = assemble(groups, self.pad_id)
+        else:  # a rank whose share is empty still runs every pass of the update, as zero-weight dummies
+            batch = assemble(shared.groups, self.pad_id, shared.positions, shared.total, self.batch_cfg.group_size)
             t0 = time.perf_counter()
             old_logp, entropy, ref_logp = self.score(batch)
             metrics["time/old_logprob"] = time.perf_counter() - t0
-            rewards = batch.rewards
-            if ref_logp is not None:
-                rewards = rewards - self.kl.sequence_penalty(old_logp, ref_logp, batch.response_mask)
-            advantages, adv_metrics = self.advantage(rewards, self.batch_cfg.group_size)
-            metrics.update({k: float(v) for k, v in adv_metrics.items()})
-            metrics.update(self._batch_metrics(batch, old_logp, entropy, int(metrics["sampling/carried_groups"])))
+            advantages = torch.zeros(0)
+            if len(batch):
+                rewards = batch.rewards
+                if ref_logp is not None:
+                    rewards = rewards - self.kl.sequence_penalty(old_logp, ref_logp, batch.response_mask)
+                advantages, adv_metrics = self.advantage(rewards, self.batch_cfg.group_size)
+                metrics.update({k: float(v) for k, v in adv_metrics.items()})
+                metrics.update(self._batch_metrics(batch, old_logp, entropy, int(metrics["sampling/carried_groups"])))
             t0 = time.perf_counter()
             updates, tallies = self.update(batch, old_logp, ref_logp, advantages, step, optimization)
             metrics["time/update"] = time.perf_counter() - t0
-            if entropy is None:  # measured in the first epoch's update forwards, over every response token once
+            if entropy is None and len(batch):  # measured in the first epoch's update forwards, every token once
                 metrics["train/entropy"] = sum(t.total for t in tallies) / max(sum(t.tokens for t in tallies), 1.0)
             metrics["perf/update_tokens_per_s"] = batch.response_mask.sum().item() * self.batch_cfg.ppo_epochs / max(
                 metrics["time/update"], 1e-9)
@@ -126,28 +143,31 @@ class DAPOLearner:
         return metrics
 
     # ------------------------------------------------------------------ 1. collect: rollout + dynamic sampling
-    def collect_groups(self, step: int) -> tuple[list[Group], dict[str, float]]:
-        """Generate until ``prompts_per_step`` groups pass the sampling filter (globally), or the bound hits.
-        Groups beyond the batch are carried to the next step."""
+    def collect_groups(self, step: int) -> tuple[SharedBatch, dict[str, float]]:
+        """Generate until the ranks together hold ``prompts_per_step × world`` groups that pass the sampling filter
+        (with the surplus carried from the last step), or the bound hits; then take this rank's balanced share of the
+        step's batch. Groups beyond the batch are carried to the next step."""
         target = self.batch_cfg.prompts_per_step
-        collected, self.surplus = list(self.surplus), []
-        carried = len(collected)
+        carried = len(self.surplus)
+        fresh: list[tuple[int, Group]] = []  # (round, group): this rank's kept groups of this step
         rounds, round_metrics = 0, []
         while rounds < self.sampling.max_gen_batches:
-            if global_count(len(collected), self.device) >= target * world_size():
+            if carried + global_count(len(fresh), self.device) >= target * world_size():
                 break
             kept, metrics = self._generate_round(step, rounds)
-            collected += kept
+            fresh += [(rounds, g) for g in kept]
             round_metrics.append(metrics)
             rounds += 1
             if not self.sampling.dynamic:
                 break
-        batch, self.surplus = collected[:target], collected[target:]
+        shared = share_groups(self.surplus, fresh, target)
+        self.surplus = shared.surplus
         metrics = reduce_rows(round_metrics, ROUND_REDUCTIONS)
-        metrics.update({"sampling/num_gen_batches": rounds, "sampling/batch_groups": len(batch),
+        metrics.update({"sampling/num_gen_batches": rounds, "sampling/batch_groups": shared.total,
                         "sampling/surplus_groups": len(self.surplus), "sampling/carried_groups": carried,
-                        "sampling/bound_hit": float(len(batch) < target)})
-        return batch, metrics
+                        "sampling/bound_hit": float(shared.total < target * world_size()),
+                        "sampling/rank_groups": len(shared.groups)})
+        return shared, metrics
 
     def _generate_round(self, step: int, round_index: int) -> tuple[list[Group], dict[str, float]]:
         b = self.batch_cfg
@@ -157,7 +177,8 @@ class DAPOLearner:
                                 max_new_tokens=self.gen_cfg.max_new_tokens, n=b.group_size,
                                 seed=self._step_seed(step, round_index))
         t0 = time.perf_counter()
-        out = self.rollout.generate([self.train.ids(i) for i in indices], params)
+        with self.generation_context():
+            out = self.rollout.generate([self.train.ids(i) for i in indices], params)
         t1 = time.perf_counter()
         texts = decode_responses(self.tokenizer, out.response_ids, out.response_mask)
         truths = [self.train.ground_truth(i) for i in indices for _ in range(b.group_size)]
@@ -185,25 +206,47 @@ class DAPOLearner:
         return response_logprobs(model, [batch.prompt_ids[i] for i in rows.tolist()], batch.response_ids[rows],
                                  pad_id=self.pad_id, temperature=self.gen_cfg.temperature, with_entropy=with_entropy)
 
+    def _dummy_logprobs(self, model: torch.nn.Module) -> Tensor:
+        """A one-token forward: the collectives of a real pass (a sharded model gathers every layer), no data."""
+        return response_logprobs(model, [[self.pad_id]], torch.full((1, 1), self.pad_id), pad_id=self.pad_id)[0]
+
+    def _micro_batches(self, batch: TrainBatch, rows: Tensor) -> list[Tensor]:
+        """``rows`` of ``batch`` cut into forward/backward passes (row count, or the token budget)."""
+        lengths = [batch.row_lengths()[i] for i in rows.tolist()] if self.batch_cfg.max_tokens_per_micro_batch else (
+            [0] * len(rows))
+        return [rows[torch.tensor(part, dtype=torch.long)] for part in
+                micro_batches(lengths, self.batch_cfg.micro_batch_size, self.batch_cfg.max_tokens_per_micro_batch)]
+
     @torch.no_grad()
     def score(self, batch: TrainBatch) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Old (and reference) log-probs ``[N, R]`` and entropy ``[N, R]``, micro-batched.
+        """Old (and reference) log-probs ``[N, R]`` and entropy ``[N, R]``, micro-batched; every rank runs as many
+        forwards as the busiest (dummies for the rest).
 
         With engine old log-probs there is no forward here (entropy ``None``: the update measures it) unless a
         reference model needs one.
         """
         from_engine = self.old_logprobs == "engine"
-        old, ent, ref = [], [], []
-        for rows in torch.arange(len(batch)).split(self.batch_cfg.micro_batch_size):
+        shape = batch.response_ids.shape
+        old = batch.engine_logprobs.clone() if from_engine else torch.zeros(shape)
+        entropy = None if from_engine else torch.zeros(shape)
+        ref = torch.zeros(shape) if self.ref_model is not None else None
+        if from_engine and ref is None:
+            return old, entropy, ref
+        micros = self._micro_batches(batch, torch.arange(len(batch)))
+        for k in range(int(all_reduce_max(torch.tensor(len(micros), device=self.device)).item())):
+            if k >= len(micros):  # this rank is out of rows: keep the other ranks' collectives company
+                if not from_engine:
+                    self._dummy_logprobs(self.model)
+                if ref is not None:
+                    self._dummy_logprobs(self.ref_model)
+                continue
+            rows = micros[k]
             if not from_engine:
                 lp, h = self._logprobs(self.model, batch, rows, with_entropy=True)
-                old.append(lp.cpu()), ent.append(h.cpu())
-            if self.ref_model is not None:
-                ref.append(self._logprobs(self.ref_model, batch, rows)[0].cpu())
-        ref_logp = torch.cat(ref) if ref else None
-        if from_engine:
-            return batch.engine_logprobs.clone(), None, ref_logp
-        return torch.cat(old), torch.cat(ent), ref_logp
+                old[rows], entropy[rows] = lp.cpu(), h.cpu()
+            if ref is not None:
+                ref[rows] = self._logprobs(self.ref_model, batch, rows)[0].cpu()
+        return old, entropy, ref
 
     def _batch_metrics(self, batch: TrainBatch, old_logp: Tensor, entropy: Tensor | None,
                        carried_groups: int) -> dict[str, float]:
@@ -212,10 +255,9 @@ class DAPOLearner:
                    "train/token_prob_mean": F.masked_mean(old_logp.exp(), mask).item()}
         if entropy is not None:
             metrics["train/entropy"] = F.masked_mean(entropy, mask).item()
-        # The engine/trainer gap on this step's own rollouts only: carried surplus groups (the batch's first
-        # groups) were sampled before the last update, so their gap measures staleness, not the engine.
-        fresh = mask.clone()  # bool [N, R]
-        fresh[: min(carried_groups, len(batch) // self.batch_cfg.group_size) * self.batch_cfg.group_size] = False
+        # The engine/trainer gap on this step's own rollouts only: carried surplus groups (the global batch's first
+        # positions) were sampled before the last update, so their gap measures staleness, not the engine.
+        fresh = mask & (batch.global_rows >= carried_groups * self.batch_cfg.group_size)[:, None]  # bool [N, R]
         if fresh.any() and self.old_logprobs == "recompute":
             gap = (old_logp - batch.engine_logprobs).abs()  # [N, R]
             metrics["rollout/logprob_abs_diff"] = F.masked_mean(gap, fresh).item()
@@ -227,54 +269,54 @@ class DAPOLearner:
         return metrics
 
     # ------------------------------------------------------------------ 3. update
-    def update(self, batch: TrainBatch | None, old_logp: Tensor | None, ref_logp: Tensor | None,
-               advantages: Tensor | None, step: int,
+    def update(self, batch: TrainBatch, old_logp: Tensor, ref_logp: Tensor | None, advantages: Tensor, step: int,
                optimization: Optimization) -> tuple[list[dict[str, float]], list[EntropyTally]]:
         """``ppo_epochs × prompts_per_step / mini_batch_prompts`` optimizer updates over shuffled mini-batches of
-        rows; ``batch=None`` joins the other ranks' updates with no data. Returns per-update statistics and, with
-        engine old log-probs, the entropy measured in the first epoch's forwards (one tally per update)."""
+        the *global* batch's rows (one permutation, the same on every rank); each rank accumulates its own rows of
+        each mini-batch. Returns per-update statistics and, with engine old log-probs, the entropy measured in the
+        first epoch's forwards (one tally per update)."""
         b = self.batch_cfg
-        gen = torch.Generator().manual_seed(self._step_seed(step, 10_000))
-        size = 0 if batch is None else len(batch)
+        gen = torch.Generator().manual_seed(self._step_seed(step, 10_000, per_rank=False))
         per_epoch = b.prompts_per_step // b.mini_batch_prompts
-        minis = [mini for _ in range(b.ppo_epochs)
-                 for mini in torch.randperm(size, generator=gen).tensor_split(per_epoch)]
+        local_of = torch.full((batch.global_size,), -1, dtype=torch.long)  # global row -> this rank's row (or -1)
+        local_of[batch.global_rows] = torch.arange(len(batch))
+        minis = []
+        for _ in range(b.ppo_epochs):
+            for global_mini in torch.randperm(batch.global_size, generator=gen).tensor_split(per_epoch):
+                local = local_of[global_mini]
+                minis.append(local[local >= 0])  # this rank's rows of the mini-batch, in the permutation's order
         updates, tallies = [], []
         for i, mini in enumerate(minis):
             optimization.zero_grad()
             tally = EntropyTally() if self.old_logprobs == "engine" and i < per_epoch else None
-            if batch is None:
-                self._global_counts(None)  # the same collectives as accumulate_gradients, with nothing to add
-                stats: dict[str, float] = {}
-            else:
-                stats = self.accumulate_gradients(batch, mini, old_logp, ref_logp, advantages, optimization, tally)
+            stats = self.accumulate_gradients(batch, mini, old_logp, ref_logp, advantages, optimization, tally)
             stats["actor/grad_norm"] = optimization.step(last=i == len(minis) - 1)
             updates.append(stats)
             if tally is not None:
                 tallies.append(tally)
         return updates, tallies
 
-    def _global_counts(self, mini_mask: Tensor | None) -> dict[str, Tensor]:
+    def _global_counts(self, mini_mask: Tensor) -> dict[str, Tensor]:
         """The loss's denominators over the whole mini-batch: every micro-batch, every rank (``mini_mask``: this
-        rank's ``bool [n, R]`` loss mask, or None when it has no rows)."""
-        counts = {}
-        for name in self.loss.global_counts:
-            local = torch.zeros((), dtype=torch.long) if mini_mask is None else F.LOSS_COUNTS[name](mini_mask)
-            counts[name] = all_reduce_sum(local.to(self.device))
-        return counts
+        rank's ``bool [n, R]`` loss mask, possibly empty)."""
+        return {name: all_reduce_sum(F.LOSS_COUNTS[name](mini_mask).to(self.device))
+                for name in self.loss.global_counts}
 
     def accumulate_gradients(self, batch: TrainBatch, mini: Tensor, old_logp: Tensor, ref_logp: Tensor | None,
                              advantages: Tensor, optimization: Optimization,
                              entropy: EntropyTally | None = None) -> dict[str, float]:
-        """Backward over the micro-batches of one mini-batch (rows ``mini``); gradients sum to the mini-batch's.
+        """Backward over the micro-batches of one mini-batch (this rank's rows ``mini``); gradients sum to the
+        mini-batch's. Every rank runs as many passes as the busiest rank: the rest are zero-weight dummies.
 
         ``entropy``: also tally the policy's entropy over the rows' response tokens, from the same forwards.
         """
         loss_mask = batch.loss_mask  # bool [N, R]
         mini_mask = loss_mask[mini]
         counts = self._global_counts(mini_mask)
-        stats: dict[str, float] = {}
-        for rows in mini.split(self.batch_cfg.micro_batch_size):
+        micros = self._micro_batches(batch, mini)
+        passes = int(all_reduce_max(torch.tensor(len(micros), device=self.device)).item())
+        stats: dict[str, float] = {"actor/dummy_passes": float(passes - len(micros))}
+        for rows in micros:
             lm = loss_mask[rows].to(self.device)  # bool [n, R]
             logp, ent = self._logprobs(self.model, batch, rows, with_entropy=entropy is not None)  # [n, R]
             if entropy is not None:
@@ -297,6 +339,8 @@ class DAPOLearner:
             stats["actor/pg_loss"] = stats.get("actor/pg_loss", 0.0) + pg_loss.item()
             for k, v in clip_metrics.items():
                 stats[k] = stats.get(k, 0.0) + v.item() * weight
+        for _ in range(passes - len(micros)):  # forward and backward executed, loss × 0: the collectives line up
+            optimization.backward(self._dummy_logprobs(self.model).sum() * 0.0)
         return stats
 
     # ------------------------------------------------------------------ state and lifecycle

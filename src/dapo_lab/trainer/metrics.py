@@ -31,7 +31,7 @@ ROUND_REDUCTIONS: dict[str, Reduction] = {
 # Measured once per optimizer update (the mean over the step's updates).
 UPDATE_REDUCTIONS: dict[str, Reduction] = {
     "actor/pg_loss": "mean", "actor/kl_loss": "mean", "actor/clipfrac_low": "mean", "actor/clipfrac_high": "mean",
-    "actor/ppo_kl": "mean", "actor/grad_norm": "mean",
+    "actor/ppo_kl": "mean", "actor/grad_norm": "mean", "actor/dummy_passes": "sum",
 }
 
 

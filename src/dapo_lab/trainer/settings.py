@@ -23,6 +23,10 @@ class BatchSettings:
             per epoch [ppo_mini_batch_size].
         ppo_epochs: passes over the step's batch [ppo_epochs].
         micro_batch_size: responses per forward/backward; gradients are accumulated exactly over them.
+        max_tokens_per_micro_batch: token-budget micro-batching (verl's ``ppo_max_token_len_per_gpu``): pack a
+            rank's rows, longest first, into passes of at most this many padded tokens (rows × longest prompt +
+            response) and ``micro_batch_size`` rows; null: fixed ``micro_batch_size`` rows per pass. Ranks agree on
+            the number of passes (the largest) and pad with zero-weight dummies.
     """
 
     group_size: int = 8
@@ -31,6 +35,7 @@ class BatchSettings:
     mini_batch_prompts: int = 4
     ppo_epochs: int = 1
     micro_batch_size: int = 64
+    max_tokens_per_micro_batch: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("prompts_per_step", "gen_prompts", "mini_batch_prompts", "ppo_epochs", "micro_batch_size"):
@@ -38,6 +43,9 @@ class BatchSettings:
                 raise ValueError(f"batch.{name} must be >= 1, got {getattr(self, name)}")
         if self.group_size < 2:
             raise ValueError(f"batch.group_size must be >= 2 (advantages need a group), got {self.group_size}")
+        if self.max_tokens_per_micro_batch is not None and self.max_tokens_per_micro_batch < 1:
+            raise ValueError(f"batch.max_tokens_per_micro_batch must be >= 1 or null, got "
+                             f"{self.max_tokens_per_micro_batch}")
         if self.prompts_per_step % self.mini_batch_prompts != 0:
             raise ValueError(f"batch.mini_batch_prompts={self.mini_batch_prompts} must divide "
                              f"batch.prompts_per_step={self.prompts_per_step}")
