@@ -258,7 +258,7 @@ PY
 
 # ---------------------------------------------------------------- (d) FSDP weight gather (vLLM weight push)
 step gather.txt 90 "$PY" - <<'PY'
-"""gather_full_state_dict on cuda with one nccl rank: FSDP2 (fully_shard), FSDP1 units nested in the model,
+"""full_state_dict on cuda with one nccl rank: FSDP2 (fully_shard), FSDP1 units nested in the model,
 and FSDP1 wrapping a parent module (Lightning's strategy=fsdp) inside summon_full_params, as
 DAPOModule.sync_rollout_weights does. One rank: FSDP1 falls back to NO_SHARD, FSDP2 shards over a mesh of 1."""
 import os
@@ -274,7 +274,7 @@ dist.init_process_group("nccl", rank=0, world_size=1)
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP  # noqa: E402
 
 from dapo_lab.models.tiny import build_tiny  # noqa: E402
-from dapo_lab.rollout.vllm import gather_full_state_dict  # noqa: E402
+from dapo_lab.trainer.distributed import full_state_dict  # noqa: E402
 
 
 def fresh():
@@ -308,14 +308,14 @@ def fsdp2():
         fully_shard(layer)
     fully_shard(model)
     print("fsdp2 sharded:", all(type(p).__name__ == "DTensor" for p in model.parameters()))
-    report("fsdp2", gather_full_state_dict(model), reference)
+    report("fsdp2", full_state_dict(model), reference)
 
 
 def fsdp1_nested(use_orig_params):
     model, reference = fresh()
     for i, layer in enumerate(model.model.layers):
         model.model.layers[i] = FSDP(layer, device_id=0, use_orig_params=use_orig_params)
-    report(f"fsdp1_nested use_orig_params={use_orig_params}", gather_full_state_dict(model), reference)
+    report(f"fsdp1_nested use_orig_params={use_orig_params}", full_state_dict(model), reference)
 
 
 def fsdp1_root(use_orig_params):
@@ -324,7 +324,7 @@ def fsdp1_root(use_orig_params):
     parent.model = model  # like the LightningModule that holds the policy
     root = FSDP(parent, device_id=0, use_orig_params=use_orig_params)
     with FSDP.summon_full_params(root, writeback=False):
-        full = {k: v.clone() for k, v in gather_full_state_dict(root.module.model).items()}
+        full = {k: v.clone() for k, v in full_state_dict(root.module.model).items()}
     report(f"fsdp1_root+summon use_orig_params={use_orig_params}", full, reference)
 
 

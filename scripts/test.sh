@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 set +e
-.venv/bin/python -m pytest -m "not slow" -p no:cacheprovider "$@"
+DAPO_REQUIRE_DEEPSPEED=1 .venv/bin/python -m pytest -m "not slow" -p no:cacheprovider "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi

@@ -20,20 +20,23 @@ import sys  # noqa: E402
 # `reward.fn=helpers:parity_reward` in composed configs.
 sys.path.insert(0, str(Path(__file__).parent / "trainer"))
 os.environ.setdefault("DAPO_CACHE", str(_CACHE / "dapo_lab"))
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(_CACHE / "torch_extensions"))  # DeepSpeed's JIT build, once
 
 import pytest  # noqa: E402
 
-# CI's vLLM stage (.ci/run-vllm) sets DAPO_REQUIRE_VLLM=1: there a test skipped for want of vLLM is a broken
-# install, not an optional engine, so the skip is reported as a failure instead of passing silently.
-REQUIRE_VLLM = os.environ.get("DAPO_REQUIRE_VLLM") == "1"
+# CI sets DAPO_REQUIRE_VLLM=1 in its vLLM stage (.ci/run-vllm) and DAPO_REQUIRE_DEEPSPEED=1 in scripts/test.sh: there a
+# test skipped for want of that package is a broken install, not an optional engine, so the skip is reported as a
+# failure instead of passing silently.
+REQUIRED = [name for name in ("vllm", "deepspeed") if os.environ.get(f"DAPO_REQUIRE_{name.upper()}") == "1"]
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if REQUIRE_VLLM and report.skipped:
+    if REQUIRED and report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        if "vllm" in reason.lower():
+        missing = [name for name in REQUIRED if name in reason.lower()]
+        if missing:
             report.outcome = "failed"
-            report.longrepr = f"DAPO_REQUIRE_VLLM=1, but the test was skipped: {reason}"
+            report.longrepr = f"DAPO_REQUIRE_{missing[0].upper()}=1, but the test was skipped: {reason}"
     return report

@@ -139,3 +139,31 @@ def test_soft_punishment_spares_every_correct_solution_that_fits(overrides):
     fitting = [n for n in lengths if n <= soft.max_len]
     assert max(fitting) <= soft.max_len - soft.cache_len
     assert 0.05 < sum(n > soft.max_len for n in lengths) / len(lengths) < 0.3  # the limit still binds on some
+
+
+TRAINERS = sorted(f.stem for f in (CONF / "trainer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("option", TRAINERS)
+def test_every_trainer_option_builds_its_strategy(option):
+    """Each trainer= option composes and its strategy constructs (GPU ones too: nothing touches a device here)."""
+    from dapo_lab.trainer.strategy import DeepSpeedZeROStrategy, FSDP2Strategy, GradSyncDDPStrategy
+
+    if "deepspeed" in option and importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed not installed")
+    cfg = compose_train(f"trainer={option}", "trainer.num_nodes=2")
+    strategy = cfg.trainer.strategy if isinstance(cfg.trainer.strategy, str) else instantiate(cfg.trainer.strategy)
+    expected = {"ddp": GradSyncDDPStrategy, "fsdp": FSDP2Strategy, "deepspeed": DeepSpeedZeROStrategy}
+    kind = next((k for k in expected if k in option), None)
+    assert strategy == "auto" if kind is None else isinstance(strategy, expected[kind])
+    assert cfg.trainer.accelerator == ("gpu" if option.startswith("gpu") else "cpu") and cfg.trainer.num_nodes == 2
+    if kind == "deepspeed":
+        assert strategy.config["zero_optimization"]["stage"] == int(option[-1])
+        assert strategy.config["gradient_clipping"] == cfg.optim.grad_clip
+
+
+def test_paper_scale_shards_with_fsdp2_in_bf16():
+    cfg = compose_train("scale=paper")
+    strategy = instantiate(cfg.trainer.strategy)
+    assert type(strategy).__name__ == "FSDP2Strategy" and (strategy.param_dtype, strategy.reduce_dtype) == (
+        "bf16", "fp32")

@@ -79,3 +79,26 @@ def test_every_settings_field_has_a_meaning(cls: type):
     assert undocumented == [], (f"{target} fields without a default and meaning in docs/options.md: "
                                 f"{undocumented}. Add each to conf/train.yaml's `{nodes[0]}` node and to the class's "
                                 f"`Args:` docstring (or a YAML comment), then `{REGENERATE}`")
+
+
+def table_rows(page: str) -> list[tuple[str, str, list[str]]]:
+    """``(### section, #### option, cells)`` of every row of the page's ``| key | default | meaning |`` tables (header
+    and rule lines left out); cells are split on unescaped pipes, as ``options.table`` escapes a value's ``|``."""
+    rows, section, option = [], "", ""
+    for line in page.splitlines():
+        if line.startswith("### "):
+            section, option = line[4:], ""
+        elif line.startswith("#### "):
+            option = line[5:]
+        elif line.startswith("| ") and not line.startswith("| key |"):
+            rows.append((section, option, [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]))
+    return rows
+
+
+def test_every_row_has_a_meaning():
+    rows = table_rows(PAGE)
+    assert len(rows) > 100, "no option tables found in docs/options.md"
+    assert [cells for _, _, cells in rows if len(cells) != 3] == []
+    empty = [f"{option or section}: {cells[0]}" for section, option, cells in rows if not cells[2]]
+    assert empty == [], (f"options without a meaning in docs/options.md: {empty}. Add an `Args:` entry to the "
+                         f"`_target_` class's docstring, or an inline `# comment` to the YAML key, then `{REGENERATE}`")

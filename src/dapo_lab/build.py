@@ -55,7 +55,7 @@ class Built:
 def build_components(cfg: DictConfig, **replace: Any) -> dict[str, Any]:
     """Instantiate every component and settings node (``replace``: built objects used instead), and check that
     they fit together."""
-    for key in (*COMPONENT_GROUPS, *SETTINGS, "model", "data", "trainer", "logger"):
+    for key in (*COMPONENT_GROUPS, *SETTINGS, "model", "data", "trainer", "logger", "checkpoint"):
         if key not in cfg or cfg[key] is None:
             raise ValueError(f"config is missing the '{key}' node")
     unknown = set(replace) - {*COMPONENT_GROUPS, *SETTINGS}
@@ -103,12 +103,13 @@ def build(cfg: DictConfig, output_dir: Path, **replace: Any) -> Built:
     logger = instantiate(cfg.logger, save_dir=str(output_dir))
     # Every logger carries the resolved config: a W&B run page shows its settings, the CSV run a hparams.yaml.
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True,
-                                                      save_top_k=0, every_n_epochs=1)
+    checkpoints = instantiate(cfg.checkpoint, dirpath=output_dir / "checkpoints")
     trainer_args = dict(cfg.trainer)
     if isinstance(cfg.trainer.get("strategy"), DictConfig):  # e.g. dapo_lab.trainer.strategy.GradSyncDDPStrategy
         trainer_args["strategy"] = instantiate(cfg.trainer.strategy)
-    trainer = L.Trainer(**trainer_args, logger=logger, callbacks=[checkpoints], default_root_dir=str(output_dir))
+    # Lightning's own checkpointing is off: AtomicCheckpoint writes them (complete or not at all).
+    trainer = L.Trainer(**trainer_args, logger=logger, callbacks=[checkpoints], default_root_dir=str(output_dir),
+                        enable_checkpointing=False)
     return Built(module=module, trainer=trainer, output_dir=output_dir)
 
 

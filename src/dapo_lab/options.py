@@ -163,6 +163,22 @@ def table(keys: list[Key], args: dict[str, str], head: str = "default") -> list[
     return rows if len(rows) > 2 else []
 
 
+def nested_args(keys: list[Key]) -> dict[str, str]:
+    """Meanings of the keys under a nested ``_target_`` (e.g. ``strategy.*``), from that class's docstring.
+
+    >>> args = nested_args([Key("strategy._target_", "dapo_lab.trainer.strategy.FSDP2Strategy", "")])
+    >>> args["strategy.cpu_offload"].startswith("keep sharded parameters")
+    True
+    """
+    args: dict[str, str] = {}
+    for key in keys:
+        if key.path.endswith("._target_"):
+            prefix, doc = key.path[: -len("_target_")], class_doc(key.value)
+            args[key.path] = summary(doc)
+            args.update({prefix + name: text for name, text in parse_args(doc).items()})
+    return args
+
+
 def target_line(target: str, description: str) -> str:
     return " — ".join(filter(None, [f"`{target}`" if target else "", description]))
 
@@ -175,7 +191,8 @@ def option_section(group: str, option: str, path: Path, default: str) -> list[st
              target_line(target, " ".join(doc.description)), ""]
     lines += ["A global overlay: its keys are paths from the config's root.", ""] if overlay else []
     lines += ["Defaults list: " + ", ".join(f"`{item}`" for item in doc.defaults) + ".", ""] if doc.defaults else []
-    rows = table(doc.keys, parse_args(class_doc(target)), "value" if overlay else "default")
+    args = {**nested_args(doc.keys), **parse_args(class_doc(target))}
+    rows = table(doc.keys, args, "value" if overlay else "default")
     return [*lines, *rows, ""] if rows else lines
 
 

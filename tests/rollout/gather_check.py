@@ -23,7 +23,7 @@ def check(rank: int, out: Path) -> None:
     from torch.distributed.fsdp import fully_shard
 
     from dapo_lab.models.tiny import build_tiny
-    from dapo_lab.rollout.vllm import gather_full_state_dict
+    from dapo_lab.trainer.distributed import full_state_dict
 
     model, _ = build_tiny(seed=0, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
     reference = {k: v.clone() for k, v in model.state_dict().items()}
@@ -31,7 +31,7 @@ def check(rank: int, out: Path) -> None:
         fully_shard(layer)
     fully_shard(model)
     sharded = all(type(p).__name__ == "DTensor" for p in model.parameters())
-    full = gather_full_state_dict(model)
+    full = full_state_dict(model)
     result = {
         "sharded": sharded,
         "same_names": sorted(full) == sorted(reference),

@@ -24,7 +24,8 @@ import torch
 
 from dapo_lab.models.tiny import build_tiny
 from dapo_lab.rollout import HFEngine, RolloutEngine, SamplingParams
-from dapo_lab.rollout.vllm import VLLMEngine, gather_full_state_dict
+from dapo_lab.rollout.vllm import VLLMEngine
+from dapo_lab.trainer.distributed import full_state_dict
 from dapo_lab.trainer.teacher_forced import response_logprobs
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
@@ -263,7 +264,7 @@ def test_weight_push_after_optimizer_step(engines, policy, prompts, name):
 
 def test_full_state_dict_of_an_unsharded_model_has_the_head(policy):
     model, _ = policy
-    state = gather_full_state_dict(model)
+    state = full_state_dict(model)
     assert list(state) == list(model.state_dict())
     assert "lm_head.weight" in state and not any(t.requires_grad for t in state.values())
 

@@ -7,9 +7,10 @@ DeepSpeed ZeRO-3 (``GatheredParameters``) are untested here.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from helpers import run_bounded
 
 SCRIPT = Path(__file__).with_name("gather_check.py")
 
@@ -17,9 +18,7 @@ SCRIPT = Path(__file__).with_name("gather_check.py")
 def test_fsdp2_shards_gather_to_the_full_weights_on_every_rank(tmp_path):
     env = {"GATHER_CHECK_PORT": "29541", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
            "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], cwd=tmp_path, env=env, timeout=180,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_bounded([sys.executable, str(SCRIPT), str(tmp_path)], tmp_path, env, timeout=180)
     for rank in range(2):
         result = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert result == {"sharded": True, "same_names": True, "plain_tensors": True, "equal": True}, result

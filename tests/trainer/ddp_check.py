@@ -1,7 +1,6 @@
 """Two-rank checks, run as a script by test_trainer_ddp.py (pytest must not host the process group).
 
     python ddp_check.py exact OUT       # gradients summed over ranks == single-process union gradient
-    python ddp_check.py lightning OUT   # 2 DAPO steps under Lightning with GradSyncDDPStrategy
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import PARITY, favour_eos, gradient_only, make_learner, make_run  # noqa: E402
+from helpers import PARITY, favour_eos, gradient_only, make_learner  # noqa: E402
 
 from dapo_lab.trainer.distributed import sync_gradients  # noqa: E402
 from dapo_lab.trainer.groups import assemble  # noqa: E402
@@ -55,21 +54,5 @@ def exact(rank: int, out: Path) -> None:
                                                 "prompts_differ": differ}))
 
 
-def lightning(out: Path) -> None:
-    torch.set_num_threads(1)
-    built = make_run(out, "trainer=cpu_ddp", "trainer.precision=32-true", "threads=1", "sampling.max_gen_batches=3",
-                     *PARITY, steps=2)
-    trainer, module = built.trainer, built.module
-    trainer.fit(module)
-    checksum = sum(p.double().sum().item() for p in module.model.parameters())
-    rank = trainer.global_rank
-    (out / f"rank{rank}.json").write_text(json.dumps({"checksum": checksum, "global_step": trainer.global_step}))
-    dist.destroy_process_group()  # without it, gloo runs often abort at exit
-
-
 if __name__ == "__main__":
-    mode, target = sys.argv[1], Path(sys.argv[2])
-    if mode == "exact":
-        torch.multiprocessing.spawn(exact, args=(target,), nprocs=2)
-    else:
-        lightning(target)
+    torch.multiprocessing.spawn(exact, args=(Path(sys.argv[2]),), nprocs=2)

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -75,3 +79,22 @@ def favour_eos(learner: DAPOLearner, logit_boost: float = 4.0) -> None:
         head = learner.model.lm_head.weight
         hidden = learner.model.model.norm.weight
         head[learner.tokenizer.eos_token_id] = hidden.sign() * logit_boost / hidden.numel() ** 0.5
+
+
+def run_bounded(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 240,
+                expect_kill: bool = False) -> str:
+    """Run a (multi-process) command in its own session; past ``timeout`` seconds, SIGKILL the whole process group
+    and fail: a hung gloo collective ignores SIGTERM, and a hang must fail the test, not stall CI."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"{cmd[1:]} hung for {timeout} s and was killed:\n{output[-3000:]}")
+    if expect_kill:
+        assert proc.returncode == -signal.SIGKILL, output[-3000:]
+    else:
+        assert proc.returncode == 0, output[-3000:]
+    return output

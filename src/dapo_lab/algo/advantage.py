@@ -14,6 +14,12 @@ from dapo_lab.algo import functional as F
 class GroupAdvantage:
     """``Â_i = (R_i − mean_g R) / (std_g R + eps)`` (DAPO Eq. 9); ``scale_std=False`` is Dr. GRPO.
 
+    Args:
+        scale_std: divide by the group's (unbiased) reward std, as GRPO and DAPO do (Eq. 9). False: Dr. GRPO's
+            ``R_i − mean_g R``, which does not up-weight groups that are nearly all correct or all wrong.
+        eps: added to the std so a group whose rewards barely differ does not divide by ~0 (a group of equal
+            rewards gets exactly 0 either way).
+
     >>> adv, metrics = GroupAdvantage()(torch.tensor([1.0, -1.0, 1.0, 1.0]), group_size=2)
     >>> adv
     tensor([ 0.7071, -0.7071,  0.0000,  0.0000])

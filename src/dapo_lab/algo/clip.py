@@ -31,6 +31,14 @@ class DecoupledClip:
     Raising only the upper bound lets low-probability tokens gain mass, which keeps entropy from
     collapsing; the lower bound stays at 0.2 so unlikely tokens are not pushed to zero.
 
+    Args:
+        eps_low: ``ε_low`` of Eq. 10: for ``A < 0`` the ratio is clipped at ``1 − ε_low`` (the paper keeps PPO's
+            0.2; a larger value would let an update push likely tokens' probability towards zero).
+        eps_high: ``ε_high`` of Eq. 10: for ``A > 0`` the ratio is clipped at ``1 + ε_high`` (the paper: 0.28). The
+            higher ceiling lets low-probability tokens gain mass, which keeps the policy's entropy up.
+        dual_clip: ``c > 1`` also caps a negative-advantage token's loss at ``−c·A`` (verl's dual clip), so a
+            token whose ratio exploded cannot dominate the batch; null: off (the paper's).
+
     >>> clip = DecoupledClip(eps_low=0.2, eps_high=0.28)
     >>> lp = torch.log(torch.tensor([[0.013, 0.5]]))
     >>> old = torch.log(torch.tensor([[0.01, 0.5]]))
@@ -66,6 +74,11 @@ class DecoupledClip:
 @dataclass(frozen=True)
 class SymmetricClip:
     """PPO/GRPO clipping ``clip(r, 1 − ε, 1 + ε)`` (the ablation's baseline).
+
+    Args:
+        eps: ``ε`` of both bounds, i.e. Eq. 10 with ``ε_low = ε_high`` (PPO and GRPO: 0.2). The upper bound is
+            what Clip-Higher raises: at 0.2 a token of probability 0.01 stops gaining at 0.012.
+        dual_clip: ``c > 1`` also caps a negative-advantage token's loss at ``−c·A`` (verl's dual clip); null: off.
 
     >>> SymmetricClip(eps=0.2).as_decoupled()
     DecoupledClip(eps_low=0.2, eps_high=0.2, dual_clip=None)

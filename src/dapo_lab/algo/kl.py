@@ -37,6 +37,12 @@ class NoKL:
 class KLInReward:
     """KL folded into the reward: ``R_i ← R_i − β Σ_t kl_t`` (InstructGPT/verl ``use_kl_in_reward``).
 
+    Args:
+        kind: the per-token estimator ``kl_t`` of KL(π_θ ‖ π_ref) (Schulman's): ``k1`` = ``logp − ref_logp``,
+            ``k2`` = ``½(logp − ref_logp)²``, ``k3`` = ``exp(ref_logp − logp) − (ref_logp − logp) − 1``.
+        beta: ``β``, the KL coefficient: each response's reward loses ``β Σ_t kl_t`` before the group advantages
+            (Eq. 9) are computed. DAPO drops the term (Sec. 2.3); must be >= 0.
+
     >>> lp, ref = torch.tensor([[0.0, 0.0]]), torch.log(torch.tensor([[0.5, 0.5]]))
     >>> KLInReward(kind="k1", beta=0.5).sequence_penalty(lp, ref, torch.tensor([[True, False]]))
     tensor([0.3466])
@@ -63,6 +69,12 @@ class KLInReward:
 @dataclass(frozen=True)
 class KLLoss:
     """KL as a loss term: ``loss_t ← loss_t + β · k3_t`` (GRPO, Eq. 8's ``β D_KL``).
+
+    Args:
+        kind: the per-token estimator of KL(π_θ ‖ π_ref): ``k1``, ``k2`` or ``k3`` (GRPO's: unbiased, always
+            >= 0, low variance; see ``functional.kl_estimate``).
+        beta: ``β``, the KL coefficient: ``β · kl_t`` is added to every token's policy loss before aggregation.
+            DAPO drops the term (Sec. 2.3); must be >= 0.
 
     >>> lp, ref = torch.tensor([[0.0]]), torch.log(torch.tensor([[0.5]]))
     >>> KLLoss(kind="k3", beta=1.0).token_loss(lp, ref)

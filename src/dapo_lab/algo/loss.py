@@ -76,6 +76,11 @@ class SeqMeanTokenSum:
 class SeqMeanTokenSumNorm:
     """Dr. GRPO: ``Σ_i Σ_t loss_{i,t} / (G · L)`` with a constant ``L`` (``norm_len``, the max length).
 
+    Args:
+        norm_len: the constant ``L`` every response's token sum is divided by, whatever its length, so no token
+            weighs more for being in a short response (Dr. GRPO uses the response limit, as
+            ``conf/loss/dr_grpo.yaml`` does); must be > 0.
+
     >>> import torch
     >>> SeqMeanTokenSumNorm(norm_len=4)(torch.tensor([[1.0, 3.0], [2.0, 0.0]]),
     ...                                 torch.tensor([[True, True], [True, False]]))

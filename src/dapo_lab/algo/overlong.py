@@ -55,6 +55,15 @@ class OverlongFilter:
 class SoftOverlongPunishment:
     """Soft overlong punishment (Eq. 13): ``R ← R + penalty(|y|)``, 0 → −factor over the last L_cache tokens.
 
+    Args:
+        max_len: ``L_max`` of Eq. 13, the response limit (the YAML ties it to ``max_response_len``): a response of
+            ``L_max`` tokens or more gets the full ``−factor``.
+        cache_len: ``L_cache`` of Eq. 13, the buffer before ``L_max`` where the penalty grows linearly from 0 (at
+            ``L_max − L_cache`` tokens) to ``−factor``; must be in ``(0, max_len]``. It should start beyond the
+            length of correct solutions, or it teaches the policy to cut them short (see ``conf/train.yaml``).
+        factor: scales the penalty (1.0: the paper's, 0 to −1, added to the ±1 rule-based reward of Eq. 7);
+            must be >= 0.
+
     >>> shape = SoftOverlongPunishment(max_len=100, cache_len=20)
     >>> r, keep, _ = shape(torch.tensor([1.0, 1.0]), torch.tensor([80, 90]), torch.tensor([False, False]))
     >>> r
@@ -87,6 +96,15 @@ class OverlongFilterSoftPunishment(SoftOverlongPunishment):
     """Both: the soft penalty shapes the reward, and truncated responses are masked out of the loss.
 
     This is the paper's cumulative Table 1 row "+ soft overlong punishment" (filtering stays on).
+
+    Args:
+        max_len: ``L_max`` of Eq. 13, the response limit (the YAML ties it to ``max_response_len``): a response of
+            ``L_max`` tokens or more gets the full ``−factor``.
+        cache_len: ``L_cache`` of Eq. 13, the buffer before ``L_max`` where the penalty grows linearly from 0 (at
+            ``L_max − L_cache`` tokens) to ``−factor``; must be in ``(0, max_len]``. It should start beyond the
+            length of correct solutions, or it teaches the policy to cut them short (see ``conf/train.yaml``).
+        factor: scales the penalty (1.0: the paper's, 0 to −1, added to the ±1 rule-based reward of Eq. 7);
+            must be >= 0.
 
     >>> shape = OverlongFilterSoftPunishment(max_len=100, cache_len=20)
     >>> r, keep, _ = shape(torch.tensor([1.0, -1.0]), torch.tensor([90, 100]), torch.tensor([False, True]))

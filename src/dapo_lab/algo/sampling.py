@@ -52,7 +52,13 @@ class KeepAll:
 class DynamicSampling:
     """Over-sample and keep groups with ``0 < |{correct}| < G`` (Eq. 11), refilling up to ``max_gen_batches``.
 
-    ``metric="acc"`` decides on correctness (DAPO); ``"score"`` on the shaped reward.
+    Args:
+        metric: what must differ within a group for it to be kept: ``acc``, correctness (Eq. 11's
+            ``0 < |{correct}| < G``, DAPO's), or ``score``, the reward after overlong shaping (so a group of correct
+            answers with different length penalties is kept too).
+        max_gen_batches: the most generation rounds (``batch.gen_prompts`` prompts each) per step. When it is hit the
+            step trains on the groups it has, fewer than ``batch.prompts_per_step`` (``sampling/bound_hit``: 1);
+            kept groups beyond the batch carry over to the next step.
 
     >>> keep, m = DynamicSampling().select(torch.tensor([1.0, 1.0, 0.0, 1.0]), group_size=2)
     >>> keep, m["sampling/kept_group_frac"].item()

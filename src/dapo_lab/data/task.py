@@ -85,6 +85,18 @@ def length_bucketed(
 class RunningSumTask:
     """Generated running-sum problems; a data source (`train_examples` / `eval_examples`).
 
+    Args:
+        min_terms: the fewest numbers in a problem (>= 2). The count is drawn uniformly from
+            `[min_terms, max_terms]`, and a correct solution has one line per term.
+        max_terms: the most numbers in a problem (<= 26, one letter each): the difficulty and the longest correct
+            solution (8: 97-105 tokens, beyond the default 96-token response limit, so overlong shaping acts).
+        max_operand: each number is drawn from `0..max_operand` (9: single digits).
+        seed: seeds both splits (the eval problems are the same for every run with this seed and these knobs) and
+            the warm start's problem stream.
+        train_size: training problems, drawn from a seeded stream that skips every eval problem.
+        eval_size: distinct evaluation problems.
+        source: the dataset name on every example (`data_source`).
+
     >>> task = RunningSumTask(min_terms=2, max_terms=4, eval_size=5, train_size=3)
     >>> [e.ground_truth for e in task.eval_examples()] == [e.ground_truth for e in task.eval_examples()]
     True

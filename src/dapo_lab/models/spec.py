@@ -69,8 +69,17 @@ def _load_folder(path: str | Path, dtype: str, attn_implementation: str, gradien
 class PretrainedModel:
     """A Hugging Face causal LM by hub name or local folder (e.g. `Qwen/Qwen2.5-0.5B`).
 
-    `use_chat_template`: render prompts with the tokenizer's chat template (verl, and so DAPO, does this
-    even for base models).
+    Args:
+        name_or_path: a Hugging Face hub name or a local folder with the model's config, weights and tokenizer.
+        dtype: the dtype the weights are loaded, trained and decoded in: `float32`, `bfloat16` or `float16`.
+        attn_implementation: the transformers attention kernel: `eager`, `sdpa`, or `flash_attention_2` where
+            installed.
+        gradient_checkpointing: recompute activations during the backward pass: far less activation memory for
+            long responses, at the cost of a second forward.
+        use_chat_template: render prompts with the tokenizer's chat template (verl, and so DAPO, does this even for
+            base models); false: the plain prompt text.
+        trust_remote_code: let transformers run Python code shipped with the model's repository (needed by some
+            architectures; it runs whatever that repository holds).
     """
 
     name_or_path: str
@@ -96,6 +105,31 @@ class TinyModel:
     Dims go to `tiny.tiny_config`; `warmstart_*` to `warmstart.warm_start` (`warmstart_steps=0`: random
     init). `load(data)` warm-starts on the worked solutions of `data` (the run's data source), which must then be a
     `WarmStartSource`.
+
+    Args:
+        hidden_size: the width of the residual stream.
+        num_layers: the number of transformer blocks.
+        num_heads: query heads per layer (divides `hidden_size`).
+        num_kv_heads: key/value heads per layer (grouped-query attention, as in Qwen2; divides `num_heads`).
+        intermediate_size: the width of each block's MLP.
+        max_position_embeddings: the longest prompt + response the model takes (and vLLM's default
+            `max_model_len`).
+        dtype: the dtype the cached weights are loaded, trained and decoded in: `float32`, `bfloat16` or
+            `float16`.
+        attn_implementation: the transformers attention kernel for training (`eager`, `sdpa`); the rollout may
+            decode with another (`rollout.attn_implementation`).
+        gradient_checkpointing: recompute activations during the backward pass (less memory, a second forward).
+        use_chat_template: render prompts with the tokenizer's chat template; false: the plain prompts the warm
+            start trained on.
+        seed: seeds the random initialisation and the warm start's batches (part of the cache key).
+        warmstart_steps: supervised steps on the data's worked solutions before RL, so the policy starts with the
+            `Answer:` format and some accuracy (as a base model would); 0: random weights, and any data source works.
+        warmstart_lr: the warm start's peak AdamW learning rate (20 warmup steps, then cosine decay to 0.1x).
+        warmstart_batch_size: worked solutions per warm-start step: the number of updates, not of samples, decides
+            when the model learns the task (see `models/warmstart.py`).
+        warmstart_bf16: run the warm start under CPU bf16 autocast (faster on CPU; the weights keep their dtype).
+        cache_dir: the folder of warm-started models, one subfolder per hash of the settings that change the
+            weights (`cache_key`), so a second run with the same settings skips the warm start. Not in the key.
     """
 
     hidden_size: int = 256

@@ -19,10 +19,18 @@ ScoreBatch = tuple[list[float], list[bool], dict[str, float]]
 class MathReward:
     """DAPO's rule-based reward: ``correct_score`` if the final answer is right, else ``incorrect_score``.
 
-    ``mode="dapo"`` reproduces the paper's grader (string match after Minerva normalisation) and never
-    starts a process. ``mode="symbolic"`` adds sympy equivalence in ``workers`` killable processes
-    (``0``: in this process, guarded but not time-bounded; see ``checker.py``), each check at most
-    ``timeout_s`` seconds. The processes start on the first symbolic check; ``close()`` stops them.
+    The worker processes of ``mode="symbolic"`` start on the first symbolic check; ``close()`` stops them.
+
+    Args:
+        mode: ``dapo`` reproduces the paper's grader (Eq. 7: the last ``Answer:`` in the final 300 characters,
+            string match after Minerva normalisation) and never starts a process; ``symbolic`` also accepts a
+            sympy-equivalent answer (``0.5`` = ``\\frac{1}{2}``) when the normalised strings differ.
+        workers: killable processes for the symbolic checks (``0``: in this process, guarded but not
+            time-bounded; see ``checker.py``). Unused by ``mode=dapo``.
+        timeout_s: the most seconds one symbolic check may take; a slower one is killed and graded wrong
+            (``reward/timeouts``). Ignored with ``workers=0``.
+        correct_score: the reward of a correct final answer (Eq. 7: 1).
+        incorrect_score: the reward of a wrong or missing one (Eq. 7: −1).
 
     >>> reward = MathReward(mode="dapo")
     >>> scores, correct, metrics = reward.score_batch(["Answer: 045", "Answer: 44"], ["45", "45"])
@@ -68,6 +76,11 @@ class MathReward:
 class FunctionReward:
     """A user's ``(response, ground_truth) -> float`` as a reward; ``fn`` is the function or its import
     path (``"pkg.module:func"`` or ``"pkg.module.func"``). A response is correct when its score is > 0.
+
+    Args:
+        fn: the reward function ``(response, ground_truth) -> float``, or its import path (``"pkg.module:func"``
+            or ``"pkg.module.func"``). A score > 0 counts as correct (``reward/accuracy``, and dynamic sampling's
+            ``metric=acc``); the score itself replaces Eq. 7's ±1.
 
     >>> reward = FunctionReward("operator:eq")  # 1.0 when the response is exactly the ground truth
     >>> reward.score_batch(["4", "5"], ["4", "4"])[:2]

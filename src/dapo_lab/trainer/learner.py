@@ -316,7 +316,7 @@ class DAPOLearner:
         micros = self._micro_batches(batch, mini)
         passes = int(all_reduce_max(torch.tensor(len(micros), device=self.device)).item())
         stats: dict[str, float] = {"actor/dummy_passes": float(passes - len(micros))}
-        for rows in micros:
+        for k, rows in enumerate(micros):
             lm = loss_mask[rows].to(self.device)  # bool [n, R]
             logp, ent = self._logprobs(self.model, batch, rows, with_entropy=entropy is not None)  # [n, R]
             if entropy is not None:
@@ -334,13 +334,13 @@ class DAPOLearner:
                 kl_loss = self.loss(kl_term, lm, counts)
                 loss = loss + kl_loss
                 stats["actor/kl_loss"] = stats.get("actor/kl_loss", 0.0) + kl_loss.item()
-            optimization.backward(loss)  # this rank's share of the mini-batch loss
+            optimization.backward(loss, sync=k == passes - 1)  # this rank's share of the mini-batch loss
             weight = lm.sum().item() / max(mini_mask.sum().item(), 1)
             stats["actor/pg_loss"] = stats.get("actor/pg_loss", 0.0) + pg_loss.item()
             for k, v in clip_metrics.items():
                 stats[k] = stats.get(k, 0.0) + v.item() * weight
-        for _ in range(passes - len(micros)):  # forward and backward executed, loss × 0: the collectives line up
-            optimization.backward(self._dummy_logprobs(self.model).sum() * 0.0)
+        for k in range(len(micros), passes):  # forward and backward executed, loss × 0: the collectives line up
+            optimization.backward(self._dummy_logprobs(self.model).sum() * 0.0, sync=k == passes - 1)
         return stats
 
     # ------------------------------------------------------------------ state and lifecycle

@@ -9,13 +9,13 @@ evaluations, so validation runs every ``evaluation.every`` steps.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
-from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 from dapo_lab.trainer.learner import DAPOLearner
 from dapo_lab.trainer.settings import OptimSettings
@@ -50,6 +50,15 @@ class DAPOModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: o.lr_factor(s, total))
         return [opt], [{"scheduler": sched, "interval": "step"}]
 
+    def configure_model(self) -> None:
+        # A sharding strategy shards the policy here (FSDP2Strategy) or later (DeepSpeed), and gathers full weights
+        # around generation, whose decode loops run different numbers of forwards on different ranks.
+        strategy = self.trainer.strategy
+        if hasattr(strategy, "parallelize"):
+            strategy.parallelize(self.model)
+        if hasattr(strategy, "full_weights"):
+            self.learner.generation_context = functools.partial(strategy.full_weights, self.model)
+
     def on_train_start(self) -> None:
         self.model.train()  # from_pretrained returns eval mode (matters for models with dropout)
 
@@ -60,18 +69,11 @@ class DAPOModule(L.LightningModule):
         self.learner.load_state_dict(checkpoint.get("dapo_state", {}))
 
     def sync_rollout_weights(self) -> float:
-        """Make the rollout engine sample from the current policy (vLLM holds its own copy; HF shares it).
-
-        Lightning's ``strategy=fsdp`` wraps this whole module in one FSDP unit: gather the shards first. That
-        gather is refused inside the wrapped forward (``training_step``: "Cannot manually unshard parameters during
-        forward/backward" on a GPU), so this runs from the ``on_train_batch_start`` / ``on_validation_epoch_start``
-        hooks, which Lightning calls outside it. Returns the seconds it took."""
+        """Make the rollout engine sample from the current policy (vLLM holds its own copy; HF shares it). Every
+        rank calls it (a sharded model's weights are gathered). Runs from the ``on_train_batch_start`` /
+        ``on_validation_epoch_start`` hooks, outside any wrapped forward. Returns the seconds it took."""
         start = time.perf_counter()
-        if isinstance(self.trainer.model, FSDP):
-            with FSDP.summon_full_params(self.trainer.model, writeback=False):
-                self.learner.rollout.update_weights(self.model)
-        else:
-            self.learner.rollout.update_weights(self.model)
+        self.learner.rollout.update_weights(self.model)
         return time.perf_counter() - start
 
     # ------------------------------------------------------------------ training

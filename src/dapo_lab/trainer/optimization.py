@@ -24,8 +24,9 @@ class Optimization(Protocol):
         """Clear gradients (to ``None``) before the update's first backward."""
         ...
 
-    def backward(self, loss: Tensor) -> None:
-        """Accumulate the gradient of this rank's share of the mini-batch loss."""
+    def backward(self, loss: Tensor, *, sync: bool = True) -> None:
+        """Accumulate the gradient of this rank's share of the mini-batch loss. ``sync``: the update's last pass
+        (an engine that combines gradients over ranks at an accumulation boundary does it there)."""
         ...
 
     def step(self, *, last: bool) -> float:
@@ -56,7 +57,7 @@ class PlainOptimization:
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
-    def backward(self, loss: Tensor) -> None:
+    def backward(self, loss: Tensor, *, sync: bool = True) -> None:
         loss.backward()
 
     def step(self, *, last: bool) -> float:
