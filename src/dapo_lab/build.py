@@ -108,8 +108,10 @@ def build(cfg: DictConfig, output_dir: Path, **replace: Any) -> Built:
     if isinstance(cfg.trainer.get("strategy"), DictConfig):  # e.g. dapo_lab.trainer.strategy.GradSyncDDPStrategy
         trainer_args["strategy"] = instantiate(cfg.trainer.strategy)
     # Lightning's own checkpointing is off: AtomicCheckpoint writes them (complete or not at all).
+    # The module shards the eval prompts itself (equal batch counts on every rank), and training has no data to
+    # shard (the learner's prompt stream gives each rank its slice): no DistributedSampler.
     trainer = L.Trainer(**trainer_args, logger=logger, callbacks=[checkpoints], default_root_dir=str(output_dir),
-                        enable_checkpointing=False)
+                        enable_checkpointing=False, use_distributed_sampler=False)
     return Built(module=module, trainer=trainer, output_dir=output_dir)
 
 

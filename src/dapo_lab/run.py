@@ -44,7 +44,10 @@ def main(cfg: DictConfig) -> float:
     built = build(cfg, out)
     trainer, module = built.trainer, built.module
     if ckpt is None:
-        trainer.validate(module, verbose=False)  # step 0: every run records its own starting point
+        # Step 0: every run records its own starting point, evaluated inside fit (Lightning's sanity check over the
+        # whole eval split) rather than by a separate validate(): one strategy set-up (DeepSpeed ZeRO-3 breaks on
+        # an inference engine built on the module before the training one); a resumed run skips it.
+        trainer.num_sanity_val_steps = float("inf")
     else:
         log.info("resuming from %s", ckpt)
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)

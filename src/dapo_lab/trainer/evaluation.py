@@ -42,8 +42,12 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, indices: list[int]) -> list[dict[str, float]]:
-        """Per-prompt statistics (correct samples, pass@k, mean length, truncated fraction, greedy correctness)."""
+        """Per-prompt statistics (correct samples, pass@k, mean length, truncated fraction, greedy correctness).
+        Index -1 is padding (a rank with fewer prompts): generated like prompt 0, so every rank runs the same
+        generation calls, and left out of the statistics."""
         e = self.settings
+        counted = [i >= 0 for i in indices]
+        indices = [max(i, 0) for i in indices]
         prompts = [self.prompts.ids(i) for i in indices]
         truths = [self.prompts.ground_truth(i) for i in indices]
         with self.generation_context():
@@ -59,7 +63,8 @@ class Evaluator:
                 g = self.rollout.generate(prompts, SamplingParams(0.0, 1.0, self.max_new_tokens, n=1))
             greedy = [float(c) for c in self._correct(g, truths)]
         return [{"correct": correct[row].sum().item(), "len": lengths[row].mean().item(),
-                 "truncated": truncated[row].mean().item(), "greedy": greedy[row]} for row in range(len(indices))]
+                 "truncated": truncated[row].mean().item(), "greedy": greedy[row]}
+                for row in range(len(indices)) if counted[row]]
 
     def summarize(self, rows: list[dict[str, float]], device: torch.device | str = "cpu") -> dict[str, float]:
         """The ``eval/*`` metrics of the whole split: per-prompt statistics summed over this rank's ``rows`` and

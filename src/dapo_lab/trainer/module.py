@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 from typing import Any
 
 import lightning as L
@@ -20,6 +21,39 @@ from torch import Tensor
 from dapo_lab.trainer.learner import DAPOLearner
 from dapo_lab.trainer.settings import OptimSettings
 from dapo_lab.trainer.strategy import LightningOptimization
+
+
+class _Steps(torch.utils.data.Sampler):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(range(self.n))
+
+
+def step_loader(n: int) -> torch.utils.data.DataLoader:
+    """One item per DAPO step, ``n`` per Lightning "epoch" (the span between evaluations), the same on every rank: its
+    own sampler, so Lightning does not shard it over ranks. Mid-epoch resumes need no loader state: Lightning counts
+    the restored epoch's steps itself (tested from every step of a run), so its "not resumable" warning is muted."""
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+    return torch.utils.data.DataLoader(range(n), batch_size=None, sampler=_Steps(n))
+
+
+def eval_loader(count: int, batch_size: int, rank: int, world: int) -> torch.utils.data.DataLoader:
+    """Prompts ``rank, rank + world, …`` of ``count``, in batches; every rank gets the same number of batches of the
+    same size, the shorter shares padded with -1 (evaluated for the collectives' sake, never counted).
+
+    >>> [b.tolist() for b in eval_loader(5, batch_size=2, rank=0, world=2)]
+    [[0, 2], [4]]
+    >>> [b.tolist() for b in eval_loader(5, batch_size=2, rank=1, world=2)]
+    [[1, 3], [-1]]
+    """
+    per_rank = -(-count // world)
+    mine = list(range(rank, count, world))
+    return torch.utils.data.DataLoader(mine + [-1] * (per_rank - len(mine)), batch_size=batch_size, shuffle=False)
 
 
 class DAPOModule(L.LightningModule):
@@ -35,11 +69,12 @@ class DAPOModule(L.LightningModule):
     # ------------------------------------------------------------------ plumbing
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         # Prompts come from the learner's stream (resumable, refillable); Lightning only counts steps.
-        return torch.utils.data.DataLoader(range(self.learner.evaluator.settings.every), batch_size=None)
+        return step_loader(self.learner.evaluator.settings.every)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
-        evaluator = self.learner.evaluator
-        return torch.utils.data.DataLoader(range(len(evaluator)), batch_size=evaluator.settings.batch_prompts)
+        # This rank's share of the eval prompts, in as many batches as every other rank's (padding marked -1).
+        evaluator, trainer = self.learner.evaluator, self.trainer
+        return eval_loader(len(evaluator), evaluator.settings.batch_prompts, trainer.global_rank, trainer.world_size)
 
     def configure_optimizers(self):
         o = self.optim_cfg
@@ -92,7 +127,7 @@ class DAPOModule(L.LightningModule):
         self.sync_rollout_weights()
 
     def validation_step(self, indices: Tensor, _batch_idx: int) -> None:
-        self._eval_rows += self.learner.evaluator.evaluate(indices.tolist())
+        self._eval_rows += self.learner.evaluator.evaluate(indices.tolist())  # -1 (padding): run, not counted
 
     def on_validation_epoch_end(self) -> None:
         rows, self._eval_rows = self._eval_rows, []

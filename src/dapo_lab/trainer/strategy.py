@@ -178,19 +178,25 @@ class DeepSpeedZeROStrategy(DeepSpeedStrategy):
         self.set_world_ranks()
         self._init_deepspeed_distributed()
 
-    def _setup_model_and_optimizer(self, model, optimizer, lr_scheduler=None):
+    def init_deepspeed(self) -> None:
         if self.root_device.type != "cpu":
-            return super()._setup_model_and_optimizer(model, optimizer, lr_scheduler)
-        import argparse
-
+            return super().init_deepspeed()
         import deepspeed
 
-        # As Lightning's, but with a device rank DeepSpeed can use (a CPU device has no index).
-        engine, deepspeed_optimizer, _, _ = deepspeed.initialize(
-            args=argparse.Namespace(device_rank=self.local_rank), config=self.config, model=model,
-            model_parameters=filter(lambda p: p.requires_grad, model.parameters()), optimizer=optimizer,
-            lr_scheduler=lr_scheduler, dist_init_required=False)
-        return engine, deepspeed_optimizer
+        # Lightning hands DeepSpeed ``device_rank=root_device.index``, which a CPU device does not have (None);
+        # DeepSpeed's CPU accelerator wants the local rank there.
+        original = deepspeed.initialize
+
+        def initialize(*args, **kwargs):
+            if getattr(kwargs.get("args"), "device_rank", 0) is None:
+                kwargs["args"].device_rank = self.local_rank
+            return original(*args, **kwargs)
+
+        deepspeed.initialize = initialize
+        try:
+            super().init_deepspeed()
+        finally:
+            deepspeed.initialize = original
 
     @contextlib.contextmanager
     def full_weights(self, model: torch.nn.Module) -> Iterator[None]:
