@@ -21,9 +21,10 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dapo_lab.data.example import render_prompt
+from dapo_lab.data.validate import check_options, prompt_sets
 from dapo_lab.trainer.learner import DAPOLearner
+from dapo_lab.trainer.logs import ProgressLog, StepProgressBar
 from dapo_lab.trainer.module import DAPOModule
-from dapo_lab.trainer.prompts import PromptSet
 
 COMPONENT_GROUPS = ("clip", "loss", "advantage", "kl", "overlong", "sampling", "reward", "rollout")
 SETTINGS = ("batch", "optim", "generation", "evaluation", "rollout_correction")
@@ -64,6 +65,7 @@ def build_components(cfg: DictConfig, **replace: Any) -> dict[str, Any]:
     parts = {name: replace[name] if name in replace else instantiate(cfg[name])
              for name in (*COMPONENT_GROUPS, *SETTINGS)}
     check_consistency(parts)
+    check_options(cfg, parts)
     return parts
 
 
@@ -83,14 +85,16 @@ def build_learner(cfg: DictConfig, **replace: Any) -> tuple[DAPOLearner, dict[st
     L.seed_everything(cfg.seed, workers=True)
     spec = instantiate(cfg.model)
     data = instantiate(cfg.data)
+    examples = {"train": data.train_examples(), "eval": data.eval_examples()}  # bad rows fail before the model loads
     model, tokenizer = spec.load(data)  # a model that warm-starts does so on this data's worked solutions
     model.train()  # from_pretrained returns eval mode
     ref_model = copy.deepcopy(model).eval().requires_grad_(False) if parts["kl"].needs_reference else None
     render = functools.partial(render_prompt, tokenizer=tokenizer,
                                use_chat_template=bool(getattr(spec, "use_chat_template", False)))
+    train, eval_ = prompt_sets(data, examples, tokenizer, render, model, parts)  # prompts that fit the context
     learner = DAPOLearner(
-        model=model, tokenizer=tokenizer, train=PromptSet(data.train_examples(), tokenizer, render),
-        eval=PromptSet(data.eval_examples(), tokenizer, render), ref_model=ref_model, seed=int(cfg.seed),
+        model=model, tokenizer=tokenizer, train=train, eval=eval_, ref_model=ref_model, seed=int(cfg.seed),
+        max_consecutive_skips=parts["optim"].max_consecutive_skips,
         **{name: parts[name] for name in (*COMPONENT_GROUPS, *SETTINGS) if name != "optim"},
     )
     return learner, parts
@@ -108,10 +112,14 @@ def build(cfg: DictConfig, output_dir: Path, **replace: Any) -> Built:
     if isinstance(cfg.trainer.get("strategy"), DictConfig):  # e.g. dapo_lab.trainer.strategy.GradSyncDDPStrategy
         trainer_args["strategy"] = instantiate(cfg.trainer.strategy)
     # Lightning's own checkpointing is off: AtomicCheckpoint writes them (complete or not at all).
+    callbacks = [checkpoints, ProgressLog()]
+    if trainer_args.get("enable_progress_bar", True):
+        callbacks.append(StepProgressBar())
     # The module shards the eval prompts itself (equal batch counts on every rank), and training has no data to
     # shard (the learner's prompt stream gives each rank its slice): no DistributedSampler.
-    trainer = L.Trainer(**trainer_args, logger=logger, callbacks=[checkpoints], default_root_dir=str(output_dir),
-                        enable_checkpointing=False, use_distributed_sampler=False)
+    trainer = L.Trainer(**trainer_args, logger=logger, callbacks=callbacks, default_root_dir=str(output_dir),
+                        enable_checkpointing=False, use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1,
+                        deterministic=bool(cfg.get("deterministic", False)))
     return Built(module=module, trainer=trainer, output_dir=output_dir)
 
 

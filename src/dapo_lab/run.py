@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from dapo_lab.build import build, set_threads
-from dapo_lab.trainer.checkpoints import latest_checkpoint, save_policy
+from dapo_lab.trainer.checkpoints import checkpoint_step, latest_checkpoint, save_policy
+from dapo_lab.trainer.logs import csv_path, quiet_third_party, truncate_metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,18 @@ def resume_checkpoint(resume: str | None, out: Path) -> Path | None:
 
 
 def main(cfg: DictConfig) -> float:
+    quiet_third_party()
     set_threads(cfg.get("threads"))
     out = _output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
     ckpt = resume_checkpoint(cfg.get("resume"), out)
+    # Rows this directory holds beyond the checkpoint (a killed run's step in flight, or all of them when starting
+    # over) are redone: drop them first, so metrics.csv ends as an uninterrupted run's would. (Rank 0 only: Lightning
+    # starts the other ranks by running this script again.)
+    if all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        own = ckpt is not None and ckpt.parent.parent == out
+        truncate_metrics(csv_path(out), checkpoint_step(ckpt) if own else -1)
     built = build(cfg, out)
     trainer, module = built.trainer, built.module
     if ckpt is None:
@@ -50,11 +59,12 @@ def main(cfg: DictConfig) -> float:
         trainer.num_sanity_val_steps = float("inf")
     else:
         log.info("resuming from %s", ckpt)
-    trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
-    if trainer.global_step % module.learner.evaluator.settings.every != 0:
-        trainer.validate(module, verbose=False)
+    trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)  # evaluates every evaluation.every steps and at the end
     save_policy(module.model, module.learner.tokenizer, out / "policy", write=trainer.is_global_zero)
     module.learner.close()
+    if module.stop_reason:
+        log.error("training stopped: %s", module.stop_reason)
+        raise SystemExit(f"training stopped: {module.stop_reason}")
     final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("eval/")}
     log.info("final eval: %s", final)
     return final.get(cfg.get("objective", "eval/greedy_acc"), float("nan"))

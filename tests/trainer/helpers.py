@@ -57,10 +57,11 @@ def parity_reward(response: str, ground_truth: str) -> float:
 
 
 class ScriptedReward:
-    """Correctness from a script: call ``i`` marks group ``g`` all-right, all-wrong or mixed (``"R" / "W" / "M"``)."""
+    """Correctness from a script: call ``i`` marks group ``g`` all-right, all-wrong or mixed (``"R" / "W" / "M"``).
+    Calls listed in ``nan_calls`` score NaN (a broken reward function), whatever their correctness."""
 
-    def __init__(self, script: list[str], group_size: int) -> None:
-        self.script, self.group_size, self.calls = list(script), group_size, 0
+    def __init__(self, script: list[str], group_size: int, nan_calls: tuple[int, ...] = ()) -> None:
+        self.script, self.group_size, self.calls, self.nan_calls = list(script), group_size, 0, set(nan_calls)
 
     def score_batch(self, responses, ground_truths):
         pattern = self.script[min(self.calls, len(self.script) - 1)]
@@ -70,7 +71,8 @@ class ScriptedReward:
             correct += {"R": [True] * self.group_size, "W": [False] * self.group_size,
                         "M": [True] + [False] * (self.group_size - 1)}[kind]
         assert len(correct) == len(responses)
-        return [1.0 if c else -1.0 for c in correct], correct, {}
+        nan = self.calls - 1 in self.nan_calls
+        return [float("nan") if nan else 1.0 if c else -1.0 for c in correct], correct, {}
 
 
 def favour_eos(learner: DAPOLearner, logit_boost: float = 4.0) -> None:

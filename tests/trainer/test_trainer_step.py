@@ -71,7 +71,8 @@ def test_round_metrics_reduce_by_their_own_rule():
 
 
 def test_dynamic_sampling_bound_never_crashes(tmp_path):
-    built = make_run(tmp_path, "sampling.max_gen_batches=3", steps=1, reward=ScriptedReward(["RRWW"], group_size=4))
+    built = make_run(tmp_path, "sampling.max_gen_batches=3", "+trainer.limit_val_batches=0", steps=1,
+                     reward=ScriptedReward(["RRWW"], group_size=4))
     shared, m = built.learner.collect_groups(0)
     assert shared.groups == [] and m["sampling/num_gen_batches"] == 3 and m["sampling/bound_hit"] == 1.0
     built.trainer.fit(built.module)  # nothing informative: the step logs and moves on
@@ -123,6 +124,47 @@ def test_empty_step_without_lightning_changes_nothing():
     assert learner.step(1, optimization)["actor/num_updates"] == 0
     _assert_same_state(before, ({n: p.detach() for n, p in learner.model.named_parameters()},
                                 optimizer.state_dict()["state"]))
+
+
+def test_a_nan_update_is_skipped_with_the_optimizer_untouched(caplog):
+    """Step 2's rewards are NaN (a broken reward function): its advantages and losses are NaN. Both of its updates
+    are skipped and counted; weights and AdamW state stay as step 1 left them; step 3 trains again."""
+    learner = make_learner(reward=ScriptedReward(["MMMM"], group_size=4, nan_calls=(1,)))
+    params = list(learner.model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    optimization = PlainOptimization(optimizer, params, grad_clip=1.0)
+    first = learner.step(0, optimization)
+    before = ({n: p.detach().clone() for n, p in learner.model.named_parameters()},
+              copy.deepcopy(optimizer.state_dict()["state"]))
+    with caplog.at_level("WARNING"):
+        second = learner.step(1, optimization)
+    assert (first["actor/num_updates"], first["actor/skipped_updates"]) == (2, 0)
+    assert (second["actor/num_updates"], second["actor/skipped_updates"]) == (0, 2)
+    assert "actor/pg_loss" not in second  # no NaN mean of the skipped updates' losses
+    _assert_same_state(before, ({n: p.detach() for n, p in learner.model.named_parameters()},
+                                optimizer.state_dict()["state"]))
+    assert "non-finite loss or gradient" in caplog.text and "(8 non-finite)" in caplog.text  # the batch statistics
+    third = learner.step(2, optimization)
+    assert third["actor/num_updates"] == 2 and learner.consecutive_skips == 0
+
+
+def test_too_many_nan_updates_stop_the_run_with_a_checkpoint(tmp_path):
+    built = make_run(tmp_path, "optim.max_consecutive_skips=1", "+trainer.limit_val_batches=0", steps=4,
+                     reward=ScriptedReward(["MMMM"], group_size=4, nan_calls=(1, 2, 3)))
+    snapshots = _Snapshots()
+    built.trainer.callbacks.append(snapshots)
+    built.trainer.fit(built.module)
+    # Step 2's two updates were both NaN: 2 in a row, more than 1, so the run stopped at the end of step 2 (of 4).
+    assert built.trainer.global_step == 2
+    reason = built.module.stop_reason
+    assert "2 updates in a row had a NaN/Inf loss or gradient (optim.max_consecutive_skips=1)" in reason
+    saved = tmp_path / "checkpoints" / "step-000002.ckpt"
+    assert f"last good state saved to {saved}" in reason
+    weights = torch.load(saved, weights_only=False)["state_dict"]
+    good = snapshots.states[0][0]  # after step 1, the last update that went through
+    assert all(torch.equal(weights[f"model.{n}"], p) for n, p in good.items())
+    metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+    assert metrics["actor/num_updates"].dropna().tolist() == [2]  # step 1 only: nothing logged as trained after it
 
 
 def test_keep_all_trains_on_uninformative_groups():

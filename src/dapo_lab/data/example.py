@@ -4,7 +4,7 @@ rendering."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 DAPO_PREFIX = (
@@ -20,12 +20,15 @@ class PromptExample:
 
     `prompt` is the user's text (already templated); `messages`, when set, is the full chat to render with
     a chat template (e.g. a verl row with a system message). `source` names the dataset (`data_source`).
+    `origin`, when known, is where it was read (`"train.jsonl row 12"`), for error messages; it is not part of
+    the example's identity.
     """
 
     prompt: str
     ground_truth: str
     source: str
     messages: list[dict[str, str]] | None = None
+    origin: str | None = field(default=None, compare=False, repr=False)
 
     def chat(self) -> list[dict[str, str]]:
         """The conversation to give a chat template.
@@ -89,7 +92,8 @@ def strip_dapo_template(prompt: str) -> str:
 
 def render_prompt(example: PromptExample, tokenizer: Any, use_chat_template: bool) -> str:
     """The text the policy is conditioned on: the chat template with a generation prompt for chat models,
-    the plain prompt for base models (or a tokenizer without a chat template).
+    the plain prompt for base models. Asking for the chat template of a tokenizer that has none is a ValueError
+    (it used to fall back to the plain prompt silently: a run then trained on prompts it did not ask for).
 
     >>> from dapo_lab.models.tokenizer import build_byte_tokenizer
     >>> ex = PromptExample("Add 1 2", "3", "toy")
@@ -98,6 +102,9 @@ def render_prompt(example: PromptExample, tokenizer: Any, use_chat_template: boo
     >>> render_prompt(ex, build_byte_tokenizer(), use_chat_template=True)
     '<|im_start|>user\\nAdd 1 2<|im_end|>\\n<|im_start|>assistant\\n'
     """
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(example.chat(), tokenize=False, add_generation_prompt=True)
-    return example.prompt
+    if not use_chat_template:
+        return example.prompt
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("model.use_chat_template=true, but the tokenizer has no chat template: set "
+                         "model.use_chat_template=false (plain prompts) or use a tokenizer that has a chat_template")
+    return tokenizer.apply_chat_template(example.chat(), tokenize=False, add_generation_prompt=True)

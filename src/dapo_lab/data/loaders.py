@@ -3,13 +3,22 @@
 Three row schemas, detected from the columns (or named): verl/DAPO (`prompt` = chat messages,
 `reward_model.ground_truth`, `data_source`), GSM8K (`question`, `answer` ending in `#### N`) and plain
 `problem` / `answer` (MATH-500, AIME, AMC). Every problem gets DAPO's prompt template unless the file
-already has it. Bad input raises one ValueError naming the file and the row, never a pandas KeyError.
+already has it. A bad row (invalid JSON, a missing, empty or wrongly typed field, bytes that are not UTF-8 in a
+field that is read) raises one ValueError naming the file, the row and the field, never a pandas KeyError or a
+UnicodeDecodeError; with ``on_bad_row="skip"`` it is skipped instead, and one warning per file counts them.
+
+Simplified: text files are decoded with ``surrogateescape``, so a stray byte becomes a lone surrogate that is
+reported (or skipped) only where a field that is read holds it; a bad byte in an unread column (e.g. a
+``solution``) is left alone, as that column is.
 """
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import json
 import logging
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +28,11 @@ from dapo_lab.data.example import PromptExample, apply_dapo_template, strip_dapo
 
 log = logging.getLogger(__name__)
 SCHEMAS = ("auto", "verl", "gsm8k", "problem_answer")
+ON_BAD_ROW = ("error", "skip")
+SHOWN_BAD_ROWS = 3  # bad rows quoted in a file's skip warning
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# A read row, or the ValueError that stands for a row that could not be read (invalid JSON).
+Row = tuple[str, Any]
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -30,28 +44,56 @@ def resolve_path(path: str | Path) -> Path:
     return p
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a `.parquet`, `.jsonl` or `.json` (a list of objects) file, as plain Python dicts."""
+def check_on_bad_row(on_bad_row: str) -> None:
+    if on_bad_row not in ON_BAD_ROW:
+        raise ValueError(f"data.on_bad_row must be one of {ON_BAD_ROW}, got {on_bad_row!r}")
+
+
+def _decode(raw: bytes) -> str:
+    # surrogateescape: a byte that is not UTF-8 becomes U+DC80..U+DCFF, reported by the field that holds it
+    return raw.removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="surrogateescape")
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """``(where, row)`` for every row of a `.parquet`, `.jsonl` or `.json` (a list of objects) file, rows as plain
+    Python values; ``where`` is ``"<path> row <i>"``. A JSONL line that is not JSON comes as a ValueError in place
+    of its row (the caller raises or skips it); blank lines are not rows.
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as f:
+    ...     _ = f.write(b'{"a": 1}\\n\\n{oops\\n')
+    >>> [(where[-5:], row) for where, row in read_rows(f.name)]  # doctest: +ELLIPSIS
+    [('row 0', {'a': 1}), ('row 1', ValueError('... line 3: invalid JSON (Expecting property name ...)'))]
+    >>> os.unlink(f.name)
+    """
     p = resolve_path(path)
     if p.suffix == ".parquet":
         import pandas as pd
 
-        return [_plain(r) for r in pd.read_parquet(p).to_dict("records")]
+        try:
+            records = pd.read_parquet(p).to_dict("records")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: a text column is not valid UTF-8 ({e.reason} at byte {e.start}); "
+                             "re-encode the file as UTF-8") from None
+        return [(f"{path} row {i}", _plain(r)) for i, r in enumerate(records)]
     if p.suffix == ".jsonl":
-        rows = []
-        with p.open(encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{p} line {i + 1}: invalid JSON ({e.msg})") from None
+        rows: list[Row] = []
+        for n, line in enumerate(_decode(p.read_bytes()).split("\n"), start=1):
+            if line.strip():
+                try:
+                    row: Any = json.loads(line)
+                except json.JSONDecodeError as e:
+                    row = ValueError(f"{path} line {n}: invalid JSON ({e.msg})")
+                rows.append((f"{path} row {len(rows)}", row))
         return rows
     if p.suffix == ".json":
-        rows = json.loads(p.read_text(encoding="utf-8"))
-        if not isinstance(rows, list):
-            raise ValueError(f"{p}: expected a JSON list of rows, got {type(rows).__name__}")
-        return rows
+        try:
+            data = json.loads(_decode(p.read_bytes()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
+        return [(f"{path} row {i}", r) for i, r in enumerate(data)]
     raise ValueError(f"{p}: unsupported file type {p.suffix!r} (expected .parquet, .jsonl or .json)")
 
 
@@ -91,26 +133,55 @@ def _field(row: dict[str, Any], dotted: str, where: str) -> Any:
     return value
 
 
-def clean_answer(value: Any, where: str) -> str:
-    """A non-empty answer string; integer-valued numbers lose padding and `.0` (AIME "045", AMC 27.0).
+def check_utf8(text: str, where: str, name: str) -> str:
+    """``text``, or a ValueError naming the field when it holds bytes that were not UTF-8 (or a lone surrogate).
+
+    >>> check_utf8(b"caf\\xe9".decode("utf-8", "surrogateescape"), "f row 2", "problem")
+    Traceback (most recent call last):
+    ...
+    ValueError: f row 2: field 'problem' is not valid UTF-8 (byte 0xe9 at character 3)
+    """
+    bad = _SURROGATE.search(text)
+    if bad is not None:
+        code = ord(bad.group())
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"lone surrogate U+{code:04X}"
+        raise ValueError(f"{where}: field {name!r} is not valid UTF-8 ({what} at character {bad.start()})")
+    return text
+
+
+def clean_answer(value: Any, where: str, name: str = "answer") -> str:
+    """A non-empty answer string from text or a number; integer-valued numbers lose padding and `.0` (AIME "045",
+    AMC 27.0). Anything else (null, NaN, a list, a boolean, infinity) raises a ValueError naming the field ``name``.
 
     >>> clean_answer("045", "f"), clean_answer(27.0, "f"), clean_answer(" \\\\frac{1}{2} ", "f")
     ('45', '27', '\\\\frac{1}{2}')
+    >>> clean_answer(["1", "2"], "f row 3")
+    Traceback (most recent call last):
+    ...
+    ValueError: f row 3: field 'answer' must be text or a number, got list ['1', '2']
     """
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = "" if value is None else str(value).strip()
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # parquet's missing values are NaN
+        raise ValueError(f"{where}: empty ground truth (field {name!r} is {'null' if value is None else 'NaN'})")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{where}: field {name!r} must be text or a number, got {type(value).__name__} {value!r:.80}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: field {name!r} must be a finite number, got {value}")
+        if value.is_integer():
+            value = int(value)
+    text = check_utf8(str(value).strip(), where, name)
     if re.fullmatch(r"-?\d+", text):
         text = str(int(text))
     if not text:
-        raise ValueError(f"{where}: empty ground truth")
+        raise ValueError(f"{where}: empty ground truth (field {name!r})")
     return text
 
 
 def _text(value: Any, where: str, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where}: field {name!r} must be a non-empty string, got {value!r:.80}")
-    return value
+        got = "an empty string" if isinstance(value, str) else f"{type(value).__name__} {value!r:.80}"
+        raise ValueError(f"{where}: field {name!r} must be a non-empty string, got {got}")
+    return check_utf8(value, where, name)
 
 
 def verl_example(row: dict[str, Any], where: str, template: bool, source: str) -> PromptExample:
@@ -124,11 +195,13 @@ def verl_example(row: dict[str, Any], where: str, template: bool, source: str) -
         raise ValueError(f"{where}: field 'prompt' has no user message")
     if template:
         messages[users[-1]]["content"] = apply_dapo_template(messages[users[-1]]["content"])
+    data_source = row.get("data_source")
     return PromptExample(
         prompt=messages[users[-1]]["content"],
-        ground_truth=clean_answer(_field(row, "reward_model.ground_truth", where), where),
-        source=str(row.get("data_source") or source),
+        ground_truth=clean_answer(_field(row, "reward_model.ground_truth", where), where, "reward_model.ground_truth"),
+        source=check_utf8(str(data_source), where, "data_source") if data_source else source,
         messages=messages if len(messages) > 1 else None,
+        origin=where,
     )
 
 
@@ -141,16 +214,17 @@ def gsm8k_example(row: dict[str, Any], where: str, template: bool, source: str) 
     question = _text(_field(row, "question", where), where, "question")
     answer = _text(_field(row, "answer", where), where, "answer")
     if "####" not in answer:
-        raise ValueError(f"{where}: GSM8K answer has no '#### N' line")
+        raise ValueError(f"{where}: GSM8K answer has no '#### N' line (field 'answer')")
     final = answer.rsplit("####", 1)[1].strip().replace(",", "")
     return PromptExample(apply_dapo_template(question) if template else question,
-                         clean_answer(final, where), source)
+                         clean_answer(final, where), source, origin=where)
 
 
 def problem_answer_example(row: dict[str, Any], where: str, template: bool, source: str) -> PromptExample:
-    problem = _text(row.get("problem", row.get("question")), where, "problem")
+    name = "problem" if "problem" in row else "question"
+    problem = _text(_field(row, name, where), where, name)
     return PromptExample(apply_dapo_template(problem) if template else problem,
-                         clean_answer(_field(row, "answer", where), where), source)
+                         clean_answer(_field(row, "answer", where), where), source, origin=where)
 
 
 PARSERS: dict[str, Callable[[dict[str, Any], str, bool, str], PromptExample]] = {
@@ -177,30 +251,58 @@ def deduplicate(examples: list[PromptExample]) -> tuple[list[PromptExample], dic
     return list(first.values()), {k: v for k, v in answers.items() if len(v) > 1}
 
 
-def load_examples(
+def _detect(rows: list[Row], on_bad_row: str, path: str | Path) -> str:
+    """The schema of the first row (with ``skip``: of the first row that has one)."""
+    for where, row in rows:
+        try:
+            if not isinstance(row, dict):
+                raise row if isinstance(row, ValueError) else ValueError(
+                    f"{where}: expected an object, got {type(row).__name__}")
+            return detect_schema(row, where)
+        except ValueError:
+            if on_bad_row == "error":
+                raise
+    raise ValueError(f"{path}: no row has a recognisable schema "
+                     "(verl, gsm8k or problem/answer); set data.schema")
+
+
+def read_examples(
     path: str | Path,
     schema: str = "auto",
     dedup: bool = True,
     template: bool = True,
     source: str | None = None,
     limit: int | None = None,
-) -> list[PromptExample]:
-    """The examples of one file; `source` defaults to the row's `data_source`, else the file's stem."""
+    on_bad_row: str = "error",
+) -> tuple[list[PromptExample], dict[str, float]]:
+    """The examples of one file and ``{"data/skipped_rows": n}``; see :func:`load_examples`."""
     if schema not in SCHEMAS:
         raise ValueError(f"{path}: unknown schema {schema!r}; expected one of {SCHEMAS}")
+    check_on_bad_row(on_bad_row)
     rows = read_rows(path)
     if not rows:
         raise ValueError(f"{path}: no rows")
     default_source = source or Path(path).stem
-    if schema == "auto":
-        schema = detect_schema(rows[0], f"{path} row 0")
-    parse = PARSERS[schema]
-    examples = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path} row {i}: expected an object, got {type(row).__name__}")
-        ex = parse(row, f"{path} row {i}", template, default_source)
-        examples.append(ex if source is None else PromptExample(ex.prompt, ex.ground_truth, source, ex.messages))
+    parse = PARSERS[_detect(rows, on_bad_row, path) if schema == "auto" else schema]
+    examples, bad = [], []
+    for where, row in rows:
+        try:
+            if isinstance(row, ValueError):
+                raise row
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
+            ex = parse(row, where, template, default_source)
+        except ValueError as err:
+            if on_bad_row == "error":
+                raise err from None
+            bad.append(str(err).removeprefix(f"{path} "))
+            continue
+        examples.append(ex if source is None else dataclasses.replace(ex, source=source))
+    if bad:
+        log.warning("%s: skipped %d bad rows of %d (data.on_bad_row=skip); first: %s", path, len(bad), len(rows),
+                    " | ".join(bad[:SHOWN_BAD_ROWS]))
+    if not examples:
+        raise ValueError(f"{path}: no usable rows: all {len(rows)} are bad (first: {bad[0]})")
     if dedup:
         n = len(examples)
         examples, conflicts = deduplicate(examples)
@@ -210,4 +312,32 @@ def load_examples(
             shown = "; ".join(f"{p[:60]!r}: {a}" for p, a in list(conflicts.items())[:5])
             log.warning("%s: %d repeated problems have conflicting answers (kept the first): %s",
                         path, len(conflicts), shown)
-    return examples[:limit] if limit is not None else examples
+    return (examples[:limit] if limit is not None else examples), {"data/skipped_rows": float(len(bad))}
+
+
+def load_examples(
+    path: str | Path,
+    schema: str = "auto",
+    dedup: bool = True,
+    template: bool = True,
+    source: str | None = None,
+    limit: int | None = None,
+    on_bad_row: str = "error",
+) -> list[PromptExample]:
+    """The examples of one file; `source` defaults to the row's `data_source`, else the file's stem.
+
+    ``on_bad_row="error"``: the first bad row raises one ValueError naming the file, the row and the field;
+    ``"skip"``: bad rows are left out and one warning counts them and quotes the first few.
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+    ...     _ = f.write('{"problem": "1+1?", "answer": "2"}\\n{"problem": "2+2?", "answer": ""}\\n')
+    >>> load_examples(f.name)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ...jsonl row 1: empty ground truth (field 'answer')
+    >>> [e.ground_truth for e in load_examples(f.name, on_bad_row="skip")]
+    ['2']
+    >>> os.unlink(f.name)
+    """
+    return read_examples(path, schema, dedup, template, source, limit, on_bad_row)[0]

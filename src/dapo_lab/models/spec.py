@@ -48,15 +48,52 @@ def save_on_this_process(model: PreTrainedModel, folder: str | Path, **kwargs: A
         del model.should_save_on_this_rank
 
 
+def check_model_path(name_or_path: str) -> None:
+    """A ValueError naming ``model.name_or_path`` when it is a local path (absolute, ``./``, ``../``, ``~``) to no
+    folder; a hub name (``Qwen/Qwen2.5-0.5B``) is left to transformers.
+
+    >>> check_model_path("Qwen/Qwen2.5-0.5B")
+    >>> check_model_path("/no/such/model")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: model.name_or_path='/no/such/model' could not be loaded: no such folder (resolved to ...); ...
+    """
+    if str(name_or_path).startswith(("/", ".", "~")):
+        folder = Path(name_or_path).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"model.name_or_path={str(name_or_path)!r} could not be loaded: no such folder (resolved "
+                             f"to {folder.absolute()}); give a local model folder or a Hugging Face hub name such as "
+                             "Qwen/Qwen2.5-0.5B")
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, where: str, use_chat_template: bool) -> None:
+    """A ValueError unless the tokenizer has an EOS token (responses end with it; it also pads) and, when
+    ``use_chat_template``, a chat template. ``where`` names the model (``model.name_or_path='...'``)."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"{where}: the tokenizer has no EOS token, so a response could never end (and padding has "
+                         "no token): set \"eos_token\" in the folder's tokenizer_config.json, or use a model whose "
+                         "tokenizer defines one")
+    if use_chat_template and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"model.use_chat_template=true, but the tokenizer of {where} has no chat template: set "
+                         "model.use_chat_template=false (plain prompts), or give the model folder a chat template "
+                         "(chat_template.jinja, or chat_template in tokenizer_config.json)")
+
+
 def _load_folder(path: str | Path, dtype: str, attn_implementation: str, gradient_checkpointing: bool,
-                 trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+                 trust_remote_code: bool = False, use_chat_template: bool = False,
+                 where: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    where = where or f"model.name_or_path={str(path)!r}"
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise ValueError(f"{where} could not be loaded: {err}") from None
+    check_tokenizer(tokenizer, where, use_chat_template)  # before the weights: a bad tokenizer fails fast
+    try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=getattr(torch, dtype), attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code)
     except OSError as err:
-        raise ValueError(f"model.name_or_path={str(path)!r} could not be loaded: {err}") from None
+        raise ValueError(f"{where} could not be loaded: {err}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # generation-ready; training code pads its own tensors
@@ -94,8 +131,9 @@ class PretrainedModel:
 
     def load(self, data: object = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """The model and tokenizer (`data` is accepted for a common interface and ignored: no warm start)."""
+        check_model_path(self.name_or_path)
         return _load_folder(self.name_or_path, self.dtype, self.attn_implementation,
-                            self.gradient_checkpointing, self.trust_remote_code)
+                            self.gradient_checkpointing, self.trust_remote_code, self.use_chat_template)
 
 
 @dataclass(frozen=True)
@@ -199,7 +237,8 @@ class TinyModel:
                 log.info("tiny model: reusing the warm start cached at %s", path)
         finally:
             os.close(lock)  # releases the lock
-        return _load_folder(path, self.dtype, self.attn_implementation, self.gradient_checkpointing)
+        return _load_folder(path, self.dtype, self.attn_implementation, self.gradient_checkpointing,
+                            use_chat_template=self.use_chat_template, where=f"model=tiny (cached at {path})")
 
     def _build_into(self, path: Path, data: object) -> None:
         from dapo_lab.models.tiny import build_tiny

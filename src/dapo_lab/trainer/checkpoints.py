@@ -35,6 +35,18 @@ def _fsync_tree(path: Path) -> None:
         os.close(folder)
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The DAPO step a checkpoint was written after (from its name).
+
+    >>> checkpoint_step("run/checkpoints/step-000040.ckpt")
+    40
+    """
+    match = _STEP.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path}: not a checkpoint written by dapo_lab (expected step-NNNNNN.ckpt)")
+    return int(match.group(1))
+
+
 def complete_checkpoints(dirpath: str | Path) -> list[Path]:
     """The complete checkpoints in ``dirpath``, oldest first (temporary names are never complete)."""
     folder = Path(dirpath)
@@ -77,7 +89,7 @@ class AtomicCheckpoint(L.Callback):
             self.dirpath.mkdir(parents=True, exist_ok=True)
             _remove(tmp)
         trainer.strategy.barrier("dapo_checkpoint_start")
-        trainer.save_checkpoint(tmp)  # every rank writes its part; Lightning waits for all of them
+        trainer.save_checkpoint(tmp, weights_only=False)  # every rank writes its part; Lightning waits for all
         if trainer.is_global_zero:
             _fsync_tree(tmp)
             _remove(final)

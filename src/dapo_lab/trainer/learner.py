@@ -30,9 +30,10 @@ Simplifications, and why:
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,7 +45,7 @@ from dapo_lab.trainer.balance import micro_batches
 from dapo_lab.trainer.distributed import all_reduce_max, all_reduce_sum, global_count, rank, world_size
 from dapo_lab.trainer.evaluation import Evaluator
 from dapo_lab.trainer.groups import Group, TrainBatch, assemble, decode_responses, split_groups
-from dapo_lab.trainer.metrics import ROUND_REDUCTIONS, UPDATE_REDUCTIONS, reduce_rows
+from dapo_lab.trainer.metrics import ROUND_REDUCTIONS, UPDATE_REDUCTIONS, EntropyTally, nonfinite_report, reduce_rows
 from dapo_lab.trainer.optimization import Optimization
 from dapo_lab.trainer.prompts import PromptSet, PromptStream
 from dapo_lab.trainer.settings import (
@@ -56,17 +57,11 @@ from dapo_lab.trainer.settings import (
 from dapo_lab.trainer.sharing import SharedBatch, share_groups
 from dapo_lab.trainer.teacher_forced import response_logprobs
 
+log = logging.getLogger(__name__)
 
-@dataclass
-class EntropyTally:
-    """The policy's entropy summed over response tokens, and their count (for ``train/entropy``)."""
 
-    total: float = 0.0
-    tokens: float = 0.0
-
-    def add(self, entropy: Tensor, response_mask: Tensor) -> None:
-        self.total += (entropy * response_mask).sum().item()
-        self.tokens += response_mask.sum().item()
+class NonFiniteTraining(RuntimeError):
+    """Too many optimizer updates in a row had a NaN/Inf loss or gradient (each was skipped)."""
 
 
 class DAPOLearner:
@@ -78,7 +73,7 @@ class DAPOLearner:
                  rollout: Any, clip: Any, loss: Any, advantage: Any, kl: Any, overlong: Any, sampling: Any,
                  batch: BatchSettings, generation: GenerationSettings, evaluation: EvalSettings,
                  rollout_correction: RolloutCorrection, seed: int = 1,
-                 ref_model: torch.nn.Module | None = None) -> None:
+                 ref_model: torch.nn.Module | None = None, max_consecutive_skips: int = 5) -> None:
         self.model, self.tokenizer, self.ref_model = model, tokenizer, ref_model
         self.train = train
         self.reward, self.rollout, self.clip, self.loss = reward, rollout, clip, loss
@@ -96,6 +91,7 @@ class DAPOLearner:
                                    lambda: self.generation_context())
         self.stream = PromptStream(len(train), seed)
         self.surplus: list[Group] = []  # carried to the next step; the same list on every rank
+        self.max_consecutive_skips, self.consecutive_skips = max_consecutive_skips, 0
 
     @property
     def device(self) -> torch.device:
@@ -136,7 +132,8 @@ class DAPOLearner:
             metrics["perf/update_tokens_per_s"] = batch.response_mask.sum().item() * self.batch_cfg.ppo_epochs / max(
                 metrics["time/update"], 1e-9)
         metrics.update(reduce_rows(updates, UPDATE_REDUCTIONS))
-        metrics["actor/num_updates"] = len(updates)
+        metrics["actor/num_updates"] = sum("actor/skipped_updates" not in u for u in updates)  # applied
+        metrics["actor/skipped_updates"] = float(len(updates) - metrics["actor/num_updates"])
         metrics["time/step"] = time.perf_counter() - t_start
         if metrics.get("time/generate"):
             metrics["perf/rollout_tokens_per_s"] = metrics["rollout/tokens"] / metrics["time/generate"]
@@ -290,8 +287,25 @@ class DAPOLearner:
             optimization.zero_grad()
             tally = EntropyTally() if self.old_logprobs == "engine" and i < per_epoch else None
             stats = self.accumulate_gradients(batch, mini, old_logp, ref_logp, advantages, optimization, tally)
-            stats["actor/grad_norm"] = optimization.step(last=i == len(minis) - 1)
-            updates.append(stats)
+            # NaN/Inf anywhere: every rank skips this update (one collective decides), the optimizer untouched.
+            finite = all(math.isfinite(v) for k, v in stats.items() if k in ("actor/pg_loss", "actor/kl_loss"))
+            finite = not bool(all_reduce_max(torch.tensor(int(not finite), device=self.device)).item())
+            if not finite and not optimization.can_skip:
+                raise NonFiniteTraining(nonfinite_report(step, i, batch, mini, stats, old_logp, advantages)
+                                        + "; this strategy cannot skip an update, so the run stops here")
+            norm = optimization.step(last=i == len(minis) - 1, skip=not finite)
+            if math.isfinite(norm):
+                stats["actor/grad_norm"], self.consecutive_skips = norm, 0
+                updates.append(stats)
+            else:
+                report = nonfinite_report(step, i, batch, mini, stats, old_logp, advantages)
+                log.warning(report + "; skipped (optimizer untouched)")
+                self.consecutive_skips += 1
+                updates.append({"actor/skipped_updates": 1.0, "actor/dummy_passes": stats["actor/dummy_passes"]})
+                if self.consecutive_skips > self.max_consecutive_skips:
+                    raise NonFiniteTraining(f"{self.consecutive_skips} updates in a row had a NaN/Inf loss or "
+                                            f"gradient (optim.max_consecutive_skips={self.max_consecutive_skips}); "
+                                            f"the last was: {report}")
             if tally is not None:
                 tallies.append(tally)
         return updates, tallies
@@ -346,12 +360,14 @@ class DAPOLearner:
     # ------------------------------------------------------------------ state and lifecycle
     def state_dict(self) -> dict[str, Any]:
         """Plain dicts of tensors and lists: loadable with ``torch.load(weights_only=True)``."""
-        return {"stream": self.stream.state_dict(), "surplus": [vars(g).copy() for g in self.surplus]}
+        return {"stream": self.stream.state_dict(), "surplus": [vars(g).copy() for g in self.surplus],
+                "consecutive_skips": self.consecutive_skips}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "stream" in state:
             self.stream.load_state_dict(state["stream"])
         self.surplus = [Group(**g) for g in state.get("surplus", [])]
+        self.consecutive_skips = int(state.get("consecutive_skips", 0))
 
     def close(self) -> None:
         """Release the rollout engine and the reward's worker processes."""

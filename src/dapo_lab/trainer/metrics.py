@@ -8,8 +8,15 @@ maximum stays a maximum and a count stays a count; a metric without one is an er
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from math import comb
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from dapo_lab.trainer.groups import TrainBatch
 
 Reduction = Literal["mean", "sum", "max"]
 
@@ -31,7 +38,7 @@ ROUND_REDUCTIONS: dict[str, Reduction] = {
 # Measured once per optimizer update (the mean over the step's updates).
 UPDATE_REDUCTIONS: dict[str, Reduction] = {
     "actor/pg_loss": "mean", "actor/kl_loss": "mean", "actor/clipfrac_low": "mean", "actor/clipfrac_high": "mean",
-    "actor/ppo_kl": "mean", "actor/grad_norm": "mean", "actor/dummy_passes": "sum",
+    "actor/ppo_kl": "mean", "actor/grad_norm": "mean", "actor/dummy_passes": "sum", "actor/skipped_updates": "sum",
 }
 
 
@@ -75,3 +82,30 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if not 0 <= c <= n or not 1 <= k <= n:
         raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
     return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+@dataclass
+class EntropyTally:
+    """The policy's entropy summed over response tokens, and their count (for ``train/entropy``)."""
+
+    total: float = 0.0
+    tokens: float = 0.0
+
+    def add(self, entropy: Tensor, response_mask: Tensor) -> None:
+        self.total += (entropy * response_mask).sum().item()
+        self.tokens += response_mask.sum().item()
+
+
+def nonfinite_report(step: int, update: int, batch: TrainBatch, mini: Tensor, stats: Mapping[str, float],
+                     old_logp: Tensor, advantages: Tensor) -> str:
+    """One log line on a mini-batch whose loss or gradient was NaN/Inf: where, and its batch's statistics."""
+    def bad(values: Tensor) -> int:
+        return int((~torch.isfinite(values)).sum())
+
+    if len(mini) == 0:
+        return f"step {step + 1} update {update + 1}: non-finite loss or gradient (no rows on this rank)"
+    lengths, rewards = batch.response_mask[mini].sum(-1), batch.rewards[mini]
+    return (f"step {step + 1} update {update + 1}: non-finite loss or gradient (pg_loss {stats.get('actor/pg_loss')})"
+            f" on {len(mini)} rows: rewards {[round(r, 3) for r in rewards.tolist()[:8]]} ({bad(rewards)} non-finite),"
+            f" advantages {bad(advantages[mini])} non-finite, old log-probs {bad(old_logp[mini])} non-finite,"
+            f" response lengths {int(lengths.min())}-{int(lengths.max())}")

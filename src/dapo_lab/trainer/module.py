@@ -18,7 +18,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from dapo_lab.trainer.learner import DAPOLearner
+from dapo_lab.trainer.checkpoints import AtomicCheckpoint
+from dapo_lab.trainer.learner import DAPOLearner, NonFiniteTraining
 from dapo_lab.trainer.settings import OptimSettings
 from dapo_lab.trainer.strategy import LightningOptimization
 
@@ -65,11 +66,16 @@ class DAPOModule(L.LightningModule):
         self.model, self.ref_model = learner.model, learner.ref_model
         self._eval_rows: list[dict[str, float]] = []
         self._weight_sync_s = 0.0
+        self.stop_reason: str | None = None  # set when training stops on non-finite updates
 
     # ------------------------------------------------------------------ plumbing
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        # Prompts come from the learner's stream (resumable, refillable); Lightning only counts steps.
-        return step_loader(self.learner.evaluator.settings.every)
+        # Prompts come from the learner's stream (resumable, refillable); Lightning only counts steps. Epoch e runs
+        # steps [e·every, (e+1)·every), the last one cut at max_steps, so every epoch, the last too, ends with an
+        # evaluation (Lightning reloads this loader each epoch: dapo_lab.build sets reload_dataloaders_every_n_epochs).
+        every, max_steps = self.learner.evaluator.settings.every, self.trainer.max_steps
+        left = max_steps - self.trainer.current_epoch * every if max_steps > 0 else every
+        return step_loader(max(1, min(every, left)))
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         # This rank's share of the eval prompts, in as many batches as every other rank's (padding marked -1).
@@ -116,7 +122,15 @@ class DAPOModule(L.LightningModule):
         self._weight_sync_s = self.sync_rollout_weights()
 
     def training_step(self, _batch: Any, _batch_idx: int) -> None:
-        metrics = self.learner.step(self.global_step, LightningOptimization(self, self.optim_cfg.grad_clip))
+        try:
+            metrics = self.learner.step(self.global_step, LightningOptimization(self, self.optim_cfg.grad_clip))
+        except NonFiniteTraining as err:  # every rank gets here at the same update
+            self.stop_reason = str(err)
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, AtomicCheckpoint):  # the weights and optimizer are the last good ones
+                    self.stop_reason += f"; last good state saved to {callback.save(self.trainer, self.global_step)}"
+            self.trainer.should_stop = True
+            return
         metrics["time/weight_sync"] = self._weight_sync_s
         metrics["actor/lr"] = self.optimizers().param_groups[0]["lr"]
         self.lr_schedulers().step()

@@ -8,6 +8,7 @@ ranks (summing: the shares add up to the mini-batch loss), clips and steps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -18,7 +19,10 @@ from dapo_lab.trainer.distributed import sync_gradients
 
 
 class Optimization(Protocol):
-    """What the learner calls, in this order, for each optimizer update of a DAPO step."""
+    """What the learner calls, in this order, for each optimizer update of a DAPO step. ``can_skip``: whether a
+    non-finite update can be dropped with the optimizer untouched (else the learner stops the run)."""
+
+    can_skip: bool
 
     def zero_grad(self) -> None:
         """Clear gradients (to ``None``) before the update's first backward."""
@@ -29,9 +33,10 @@ class Optimization(Protocol):
         (an engine that combines gradients over ranks at an accumulation boundary does it there)."""
         ...
 
-    def step(self, *, last: bool) -> float:
+    def step(self, *, last: bool, skip: bool = False) -> float:
         """Sum gradients over ranks, clip, step the optimizer; returns the gradient norm before clipping.
-        ``last``: the step's final update (Lightning counts DAPO steps there)."""
+        ``last``: the step's final update (Lightning counts DAPO steps there). ``skip`` (the same on every rank), or
+        a non-finite norm: clear the gradients and leave the optimizer untouched; returns NaN then."""
         ...
 
     def skip_step(self) -> None:
@@ -50,6 +55,8 @@ class PlainOptimization:
     1.7321
     """
 
+    can_skip = True
+
     def __init__(self, optimizer: torch.optim.Optimizer, parameters: Iterable[torch.nn.Parameter],
                  grad_clip: float) -> None:
         self.optimizer, self.parameters, self.grad_clip = optimizer, list(parameters), grad_clip
@@ -60,11 +67,17 @@ class PlainOptimization:
     def backward(self, loss: Tensor, *, sync: bool = True) -> None:
         loss.backward()
 
-    def step(self, *, last: bool) -> float:
+    def step(self, *, last: bool, skip: bool = False) -> float:
+        if skip:
+            self.optimizer.zero_grad(set_to_none=True)
+            return float("nan")
         sync_gradients(self.parameters)
-        norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
+        norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, self.grad_clip))
+        if not math.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return float("nan")
         self.optimizer.step()
-        return float(norm)
+        return norm
 
     def skip_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)

@@ -68,6 +68,9 @@ class OptimSettings:
         decay: ``"constant"`` (the paper's) keeps ``lr`` after the warmup; ``"cosine"`` (verl's
             ``lr_scheduler_type: cosine``) decays it to ``min_lr_ratio × lr`` at the run's last step.
         min_lr_ratio: the floor of the cosine decay, as a fraction of ``lr``.
+        max_consecutive_skips: an update whose loss or gradient is NaN/Inf is skipped (optimizer untouched, counted
+            in ``actor/skipped_updates``, logged with its batch's statistics); more than this many in a row stop the
+            run with a checkpoint of the last good state.
     """
 
     lr: float = 1e-6
@@ -77,8 +80,11 @@ class OptimSettings:
     grad_clip: float = 1.0
     decay: str = "constant"
     min_lr_ratio: float = 0.0
+    max_consecutive_skips: int = 5
 
     def __post_init__(self) -> None:
+        if self.max_consecutive_skips < 0:
+            raise ValueError(f"optim.max_consecutive_skips must be >= 0, got {self.max_consecutive_skips}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
             raise ValueError(f"optim: lr and grad_clip must be > 0 and warmup_steps >= 0, got {self}")
         if self.decay not in ("constant", "cosine"):

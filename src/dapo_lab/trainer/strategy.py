@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -225,6 +226,9 @@ class LightningOptimization:
         self.module, self.grad_clip = module, grad_clip
         self.sums_itself = isinstance(module.trainer.strategy, GradSyncDDPStrategy)
         self.deepspeed = isinstance(module.trainer.strategy, DeepSpeedStrategy)
+        # DeepSpeed keeps reduced gradients in its own partitions, which only its step clears: a NaN update there
+        # cannot be skipped with the optimizer untouched, so the learner stops the run instead (last good state).
+        self.can_skip = not self.deepspeed
 
     def _parameters(self) -> list[torch.nn.Parameter]:
         return list(self.module.model.parameters())
@@ -242,14 +246,21 @@ class LightningOptimization:
             # calls the policy directly, so count here. Without it ZeRO-3 keeps only the last pass's gradient.
             engine.optimizer.clear_backward_seen_flag()
 
-    def step(self, *, last: bool) -> float:
-        if self.sums_itself:
-            sync_gradients(self._parameters())
+    def step(self, *, last: bool, skip: bool = False) -> float:
         norm = None
-        if not self.deepspeed:  # DeepSpeed clips in its own step (its gradients live in its partitions)
+        if not skip and self.sums_itself:
+            sync_gradients(self._parameters())
+        if not skip and not self.deepspeed:  # DeepSpeed clips in its own step (its gradients live in its partitions)
             norm = torch.nn.utils.clip_grad_norm_(self._parameters(), self.grad_clip)
             if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2: the norm over every shard
                 norm = norm.full_tensor()
+            skip = not math.isfinite(float(norm))  # the global norm: every rank decides alike
+        if skip:  # NaN/Inf: no update; the DAPO step still counts
+            if last:
+                self.skip_step()
+            else:
+                self.module.optimizers().zero_grad(set_to_none=True)
+            return float("nan")
         optimizer = self.module.optimizers()
         if last:
             optimizer.step()  # Lightning's wrapper: global_step += 1
