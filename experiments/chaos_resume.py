@@ -1,6 +1,7 @@
 """Random SIGKILLs against the resume path: how many kills, what survived, what was lost.
 
-    .venv/bin/python experiments/chaos_resume.py [--runs 5] [--steps 6] [--kills 4] [--trainer cpu] [--seed 0]
+    .venv/bin/python experiments/chaos_resume.py [--runs 5] [--steps 6] [--kills 4] [--trainer cpu] [--seed 0] \
+        [--min-delay S] [--max-delay S] [override ...]
 
 Each run is the tiny test configuration (``tests/kill_check.py``: checkpoint every step, evals every 2 steps, a fixed
 run directory, ``resume=auto``). The run is started, SIGKILLed (its whole process group: every rank) after a random
@@ -32,9 +33,12 @@ SCRIPT = ROOT / "tests" / "kill_check.py"
 TIMING = ("time/", "perf/")
 
 
+OVERRIDES: list[str] = []
+
+
 def start(run_dir: Path, steps: int, trainer: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(random.randint(29000, 29999))}
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(run_dir), str(steps), f"trainer={trainer}"],
+    return subprocess.Popen([sys.executable, str(SCRIPT), str(run_dir), str(steps), f"trainer={trainer}", *OVERRIDES],
                             cwd=run_dir.parent, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
@@ -68,8 +72,10 @@ def one_run(base: Path, index: int, args: argparse.Namespace, reference: pd.Data
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        logged = numbers(run_dir)["actor/num_updates"].dropna().index.max() if (
-            run_dir / "csv" / "metrics.csv").is_file() else None
+        logged = None
+        if (run_dir / "csv" / "metrics.csv").is_file():  # it parses whenever the kill came
+            trained = numbers(run_dir).get("actor/num_updates")
+            logged = None if trained is None else trained.dropna().index.max()
         kills.append({"after_s": round(delay, 2), "newest_checkpoint": newest_checkpoint(run_dir),
                       "last_logged_step": None if logged is None or pd.isna(logged) else int(logged)})
         print(f"run {index} kill {len(kills)} at {delay:.1f} s: {kills[-1]}", flush=True)
@@ -90,7 +96,8 @@ def main() -> None:
     parser.add_argument("--max-delay", type=float, default=9.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON results (default: print only)")
-    args = parser.parse_args()
+    args, overrides = parser.parse_known_args()
+    OVERRIDES.extend(overrides)  # Hydra overrides for every run, e.g. batch.group_size=8
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -100,7 +107,7 @@ def main() -> None:
         reference = numbers(straight)
         results = [one_run(base, i, args, reference, rng) for i in range(args.runs)]
     kills = [k for r in results for k in r["kills"]]
-    summary = {"trainer": args.trainer, "runs": len(results), "kills": len(kills),
+    summary = {"trainer": args.trainer, "overrides": OVERRIDES, "runs": len(results), "kills": len(kills),
                "runs_identical_to_uninterrupted": sum(r["identical_to_uninterrupted"] for r in results),
                "runs_finished": sum(r["exit"] == 0 for r in results), "results": results}
     print(json.dumps({k: v for k, v in summary.items() if k != "results"}))

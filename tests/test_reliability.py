@@ -78,3 +78,19 @@ def test_resume_from_another_run_directory(tmp_path, uninterrupted):
     resumed = numbers(second)
     assert resumed["actor/num_updates"].dropna().index.tolist() == [3, 4]  # from first's step-2 checkpoint
     pd.testing.assert_frame_equal(resumed.loc[[3, 4]], uninterrupted.loc[[3, 4]], check_exact=True)
+
+
+def test_a_multirun_job_logs_what_a_single_run_does(tmp_path):
+    """`train.py -m seed=2,1` (jobs share one process, the first builds the model cache) against `train.py seed=1`
+    alone: the same numbers, bitwise."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root / "tests" / "trainer"),
+           "DAPO_CACHE": str(tmp_path / "cache")}
+    common = ["debug=tiny", "trainer.max_steps=3", "reward=custom", "reward.fn=helpers:parity_reward"]
+    run_bounded([sys.executable, "train.py", "-m", *common, "seed=2,1", f"hydra.sweep.dir={tmp_path / 'm'}"], root,
+                env, timeout=240)
+    run_bounded([sys.executable, "train.py", *common, "seed=1", f"hydra.run.dir={tmp_path / 'single'}"], root, env,
+                timeout=240)
+    job = numbers(tmp_path / "m" / "1")
+    assert job["actor/num_updates"].dropna().index.tolist() == [1, 2, 3]
+    pd.testing.assert_frame_equal(job, numbers(tmp_path / "single"), check_exact=True)

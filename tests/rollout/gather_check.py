@@ -23,7 +23,7 @@ def check(rank: int, out: Path) -> None:
     from torch.distributed.fsdp import fully_shard
 
     from dapo_lab.models.tiny import build_tiny
-    from dapo_lab.trainer.distributed import full_state_dict
+    from dapo_lab.trainer.distributed import full_state_dict, iter_full_weights
 
     model, _ = build_tiny(seed=0, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
     reference = {k: v.clone() for k, v in model.state_dict().items()}
@@ -32,11 +32,20 @@ def check(rank: int, out: Path) -> None:
     fully_shard(model)
     sharded = all(type(p).__name__ == "DTensor" for p in model.parameters())
     full = full_state_dict(model)
+    largest = 0
+    streamed = {}
+    for name, tensor in iter_full_weights(model):  # one full tensor at a time
+        largest = max(largest, tensor.numel())
+        streamed[name] = tensor.clone()
     result = {
         "sharded": sharded,
         "same_names": sorted(full) == sorted(reference),
         "plain_tensors": all(type(v) is torch.Tensor for v in full.values()),
         "equal": all(torch.equal(full[k], reference[k]) for k in reference),
+        "streamed_equal": sorted(streamed) == sorted(reference)
+        and all(torch.equal(streamed[k], reference[k]) for k in reference),
+        "streamed_order": list(streamed) == list(reference),
+        "largest_is_one_tensor": largest == max(v.numel() for v in reference.values()),
     }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()

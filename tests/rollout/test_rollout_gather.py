@@ -1,4 +1,5 @@
-"""The full-weight gather of the vLLM weight push under FSDP2 shards (CPU, gloo, two ranks; no vLLM needed).
+"""The full-weight gather of the vLLM weight push under FSDP2 shards, whole and one tensor at a time (CPU, gloo, two
+ranks; no vLLM needed).
 
 FSDP1 refuses CPU, so Lightning's ``strategy=fsdp`` path (``summon_full_params`` in the module) and
 DeepSpeed ZeRO-3 (``GatheredParameters``) are untested here.
@@ -21,4 +22,5 @@ def test_fsdp2_shards_gather_to_the_full_weights_on_every_rank(tmp_path):
     run_bounded([sys.executable, str(SCRIPT), str(tmp_path)], tmp_path, env, timeout=180)
     for rank in range(2):
         result = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert result == {"sharded": True, "same_names": True, "plain_tensors": True, "equal": True}, result
+        assert result == {"sharded": True, "same_names": True, "plain_tensors": True, "equal": True,
+                          "streamed_equal": True, "streamed_order": True, "largest_is_one_tensor": True}, result

@@ -1,6 +1,7 @@
 """Two-rank checks, run as a script by test_trainer_ddp.py (pytest must not host the process group).
 
-    python ddp_check.py exact OUT       # gradients summed over ranks == single-process union gradient
+    python ddp_check.py exact OUT            # gradients summed over ranks == single-process union gradient
+    python ddp_check.py tensor_parallel OUT  # 2 ranks sharing one engine: same prompts, one copy of each group
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import PARITY, favour_eos, gradient_only, make_learner  # noqa: E402
 
+from dapo_lab.rollout import HFEngine  # noqa: E402
 from dapo_lab.trainer.distributed import sync_gradients  # noqa: E402
 from dapo_lab.trainer.groups import assemble  # noqa: E402
 
@@ -54,5 +56,45 @@ def exact(rank: int, out: Path) -> None:
                                                 "prompts_differ": differ}))
 
 
+class SharedEngine(HFEngine):
+    """An HF engine posing as one vLLM engine shared by 2 tensor-parallel ranks."""
+
+    tensor_parallel_size = 2
+    distributed_executor_backend = "external_launcher"
+
+
+def tensor_parallel(rank: int, out: Path) -> None:
+    """Ranks 0 and 1 form one engine group: they must generate the same prompts with the same seed, and only rank 0's
+    groups enter the batch (no duplicates), dealt out to both ranks."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("DDP_CHECK_PORT", "29533"))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    learner = make_learner("sampling=none", *PARITY, rollout=SharedEngine())
+    generated = []
+    original = learner.rollout.generate
+
+    def recording_generate(prompts, params):
+        out_ = original(prompts, params)
+        generated.append((prompts, params.seed, out_.response_ids.tolist()))
+        return out_
+
+    learner.rollout.generate = recording_generate
+    shared, _ = learner.collect_groups(0)
+    everything = [None, None]
+    dist.all_gather_object(everything, {"generated": generated, "groups": [(p, g.response_ids.tolist())
+                                                                           for p, g in zip(shared.positions,
+                                                                                           shared.groups)]})
+    dist.destroy_process_group()
+    if rank == 0:
+        a, b = everything
+        batch = [ids for _, ids in sorted(a["groups"] + b["groups"])]
+        (out / "tp.json").write_text(json.dumps({
+            "same_generation": a["generated"] == b["generated"],
+            "groups_per_rank": [len(a["groups"]), len(b["groups"])],
+            "distinct_groups": len({json.dumps(ids) for ids in batch}), "batch_groups": len(batch),
+        }))
+
+
 if __name__ == "__main__":
-    torch.multiprocessing.spawn(exact, args=(Path(sys.argv[2]),), nprocs=2)
+    check = {"exact": exact, "tensor_parallel": tensor_parallel}[sys.argv[1]]
+    torch.multiprocessing.spawn(check, args=(Path(sys.argv[2]),), nprocs=2)

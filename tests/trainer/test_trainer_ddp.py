@@ -24,3 +24,10 @@ def test_rank_gradients_sum_to_the_union_gradient(tmp_path):
     assert result["prompts_differ"]  # each rank trained on its own prompts
     assert result["tokens_per_rank"][0] != result["tokens_per_rank"][1]  # unequal token counts per rank
     assert result["max_rel_diff"] < 1e-4
+
+
+def test_ranks_sharing_a_tensor_parallel_engine_generate_once(tmp_path):
+    run("tensor_parallel", tmp_path, 29535)
+    result = json.loads((tmp_path / "tp.json").read_text())
+    # Both ranks ran the same generate calls (one engine); the batch holds each group once, dealt 2 + 2.
+    assert result == {"same_generation": True, "groups_per_rank": [2, 2], "distinct_groups": 4, "batch_groups": 4}

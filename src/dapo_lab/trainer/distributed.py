@@ -6,6 +6,8 @@ another waits in it hangs the run (and a hung gloo collective ignores SIGTERM).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -70,6 +72,31 @@ def sync_gradients(parameters) -> None:
     for p in params:
         p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
         offset += p.numel()
+
+
+def iter_full_weights(model: torch.nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """``(name, full tensor)`` of every state-dict entry of ``model``, gathered ONE at a time: an engine push never
+    holds a second full copy of a sharded model. A collective under FSDP2 (each DTensor's all-gather) and ZeRO-3 (each
+    module's gather): every rank must iterate it to the end, in step.
+
+    >>> [name for name, _ in iter_full_weights(torch.nn.Linear(2, 1))]
+    ['weight', 'bias']
+    """
+    params = list(model.parameters())
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        for name, module in model.named_modules():
+            own = list(module.parameters(recurse=False))
+            with deepspeed.zero.GatheredParameters(own, modifier_rank=None):
+                for key, value in module.state_dict(keep_vars=True).items():
+                    if "." not in key:  # this module's own entries; children come in their own turn
+                        yield (f"{name}.{key}" if name else key), value.detach().clone()
+        return
+    for name, value in model.state_dict(keep_vars=True).items():
+        if type(value).__name__ == "DTensor":
+            value = value.full_tensor()  # an all-gather of this tensor only
+        yield name, value.detach()
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:

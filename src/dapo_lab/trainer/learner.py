@@ -97,9 +97,18 @@ class DAPOLearner:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _engine_group(self) -> tuple[int, int, bool]:
+        """(this rank's engine, number of engines, whether it is its engine's first rank). An engine serves
+        ``rollout.tensor_parallel_size`` consecutive ranks (vLLM tensor parallelism): they generate the same prompts
+        together, and only the first contributes the groups (the balanced deal then spreads them over all ranks)."""
+        tp = max(1, int(getattr(self.rollout, "tensor_parallel_size", 1) or 1))
+        if world_size() % tp:
+            raise ValueError(f"rollout.tensor_parallel_size={tp} must divide the number of processes {world_size()}")
+        return rank() // tp, world_size() // tp, rank() % tp == 0
+
     def _step_seed(self, step: int, round_index: int, per_rank: bool = True) -> int:
-        """A seed per (step, round), and per rank unless ``per_rank=False`` (what all ranks must draw alike)."""
-        rank_term = rank() * 7919 if per_rank else 0
+        """A seed per (step, round), and per engine unless ``per_rank=False`` (what all ranks must draw alike)."""
+        rank_term = self._engine_group()[0] * 7919 if per_rank else 0
         return (self.seed * 1_000_003 + step * 1009 + round_index * 7 + rank_term) % (2**31)
 
     # ------------------------------------------------------------------ the step
@@ -168,8 +177,9 @@ class DAPOLearner:
 
     def _generate_round(self, step: int, round_index: int) -> tuple[list[Group], dict[str, float]]:
         b = self.batch_cfg
-        # One global order of prompts; each rank takes its own slice of every round.
-        indices = self.stream.take(b.gen_prompts * world_size())[rank() * b.gen_prompts :][: b.gen_prompts]
+        # One global order of prompts; each engine (a rank, or a tensor-parallel group) takes its slice of a round.
+        engine, engines, leader = self._engine_group()
+        indices = self.stream.take(b.gen_prompts * engines)[engine * b.gen_prompts :][: b.gen_prompts]
         params = SamplingParams(temperature=self.gen_cfg.temperature, top_p=self.gen_cfg.top_p,
                                 max_new_tokens=self.gen_cfg.max_new_tokens, n=b.group_size,
                                 seed=self._step_seed(step, round_index))
@@ -188,7 +198,7 @@ class DAPOLearner:
         values = correct_t.float() if self.sampling.metric == "acc" else shaped
         keep, sampling_metrics = self.sampling.select(values, b.group_size)  # bool [N / G]
         groups = split_groups(out, b.group_size, shaped, correct_t, in_loss)
-        kept = [g for g, k in zip(groups, keep.tolist()) if k]
+        kept = [g for g, k in zip(groups, keep.tolist()) if k] if leader else []  # one copy per engine
         metrics = {"rollout/acc": correct_t.float().mean().item(), "rollout/reward_mean": scores_t.mean().item(),
                    "rollout/response_len_mean": lengths.float().mean().item(),
                    "rollout/response_len_max": lengths.max().item(),
