@@ -3,10 +3,11 @@
     python kill_check.py RUN_DIR STEPS [PHASE STEP] [override ...]
 
 PHASE is where the process kills itself during DAPO step STEP (1-based): ``generate`` (inside the rollout
-engine's generate), ``update`` (before the step's second optimizer update, after its first), ``checkpoint`` (after the
-checkpoint is written under its temporary name, before the rename), ``csv`` (after metrics.csv's temporary file is
-written, before the rename). Without PHASE the run completes. The run directory is fixed and ``resume=auto``, so
-running the same command again continues from the newest complete checkpoint.
+engine's generate), ``update`` (before the step's second optimizer update, after its first), ``eval`` (during the
+evaluation after the step), ``checkpoint`` (after the checkpoint is written under its temporary name, before the
+rename), ``csv`` (after metrics.csv's temporary file is written, before the rename). Without PHASE the run
+completes. The run directory is fixed and ``resume=auto``, so running the same command again continues from the
+newest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import dapo_lab.trainer.checkpoints as checkpoints  # noqa: E402
 import dapo_lab.trainer.logs as logs  # noqa: E402
 from dapo_lab.rollout.hf import HFEngine  # noqa: E402
 from dapo_lab.run import main  # noqa: E402
+from dapo_lab.trainer.evaluation import Evaluator  # noqa: E402
 from dapo_lab.trainer.learner import DAPOLearner  # noqa: E402
 
 STATE = {"step": 0}
@@ -50,6 +52,15 @@ def arm(phase: str, step: int) -> None:
             return original(self, prompts, params)
 
         HFEngine.generate = generate
+    elif phase == "eval":
+        original_eval = Evaluator.evaluate
+
+        def evaluate(self, indices):
+            if STATE["step"] == step:  # the evaluation after step `step`
+                die()
+            return original_eval(self, indices)
+
+        Evaluator.evaluate = evaluate
     elif phase == "update":
         original_acc = DAPOLearner.accumulate_gradients
         calls = {"n": 0}

@@ -52,16 +52,18 @@ def test_deterministic_mode_changes_nothing_on_cpu(tmp_path, uninterrupted):
     pd.testing.assert_frame_equal(numbers(tmp_path / "det"), uninterrupted, check_exact=True)
 
 
-@pytest.mark.parametrize("phase", ["generate", "update", "checkpoint", "csv"])
+@pytest.mark.parametrize("phase", ["generate", "update", "checkpoint", "csv", "eval"])
 def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_numbers(tmp_path, uninterrupted, phase):
     run_dir = tmp_path / "run"
-    run(run_dir, phase, "3", expect_kill=True)  # SIGKILL during step 3
+    run(run_dir, phase, "2" if phase == "eval" else "3", expect_kill=True)  # SIGKILL in step 3 (eval: after step 2)
     # What the kill left: a readable metrics file with every finished step, and only complete checkpoints.
     left = numbers(run_dir)
     trained = left["actor/num_updates"].dropna().index.tolist()
     assert trained[:2] == [1, 2] and max(trained) <= 3
     newest = latest_checkpoint(run_dir)
-    assert newest is not None and newest.name in ("step-000002.ckpt", "step-000003.ckpt")
+    assert newest is not None and newest.name in ("step-000001.ckpt", "step-000002.ckpt", "step-000003.ckpt")
+    if phase == "eval":  # step 2's checkpoint waits for the evaluation after it, which never finished
+        assert newest.name == "step-000001.ckpt"
     if phase == "checkpoint":
         assert newest.name == "step-000002.ckpt" and (run_dir / "checkpoints" / ".tmp-step-000003.ckpt").exists()
     run(run_dir)  # the same command again: resume=auto

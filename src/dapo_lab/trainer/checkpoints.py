@@ -75,10 +75,22 @@ class AtomicCheckpoint(L.Callback):
         if every_n_steps < 1 or keep < 1:
             raise ValueError(f"checkpoint.every_n_steps and checkpoint.keep must be >= 1, got {every_n_steps}, {keep}")
         self.every_n_steps, self.keep, self.dirpath = every_n_steps, keep, Path(dirpath)
+        self._pending: int | None = None
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         step = trainer.global_step
-        if step % self.every_n_steps == 0 or step >= trainer.max_steps > 0:
+        if not (step % self.every_n_steps == 0 or step >= trainer.max_steps > 0):
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and sum(trainer.num_val_batches or [0]) > 0:
+            # An evaluation follows this step: save after it, or a kill during the evaluation would resume past an
+            # evaluation that never finished (and its metrics would be missing for good).
+            self._pending = step
+        else:
+            self.save(trainer, step)
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._pending is not None and not trainer.sanity_checking:
+            step, self._pending = self._pending, None
             self.save(trainer, step)
 
     def save(self, trainer: L.Trainer, step: int) -> Path:
