@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dapo_lab.build import build, set_threads
+from dapo_lab.launch import claim_gpu, finish, finished_objective
 from dapo_lab.trainer.checkpoints import checkpoint_step, latest_checkpoint, save_policy
 from dapo_lab.trainer.logs import csv_path, quiet_third_party, truncate_metrics
 
@@ -41,6 +42,9 @@ def main(cfg: DictConfig) -> float:
     quiet_third_party()
     set_threads(cfg.get("threads"))
     out = _output_dir(cfg)
+    if (done := finished_objective(cfg, out)) is not None:  # resume=auto on a finished run (a re-run sweep)
+        return done
+    claim_gpu(cfg, out)  # sweep_gpus: one GPU of the machine per job process, before anything touches CUDA
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
     ckpt = resume_checkpoint(cfg.get("resume"), out)
@@ -67,4 +71,4 @@ def main(cfg: DictConfig) -> float:
         raise SystemExit(f"training stopped: {module.stop_reason}")
     final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("eval/")}
     log.info("final eval: %s", final)
-    return final.get(cfg.get("objective", "eval/greedy_acc"), float("nan"))
+    return finish(cfg, out, final, write=trainer.is_global_zero)  # done.json, then the objective

@@ -116,7 +116,7 @@ def transformers_greedy(model, prompts, eos_id, max_new_tokens=16) -> list[list[
 def test_engine_offers_the_whole_contract(engines, prompts, name):
     engine = engines(name)
     assert isinstance(engine, RolloutEngine)
-    assert isinstance(engine.logprobs_match_trainer, bool)
+    assert isinstance(engine.logprobs_match_trainer, bool) and isinstance(engine.decodes_with_policy, bool)
     for method in ("attach", "update_weights", "generate", "sleep", "close"):
         assert callable(getattr(engine, method)), method
     params = SamplingParams(temperature=1.0, max_new_tokens=6, n=2, seed=1)

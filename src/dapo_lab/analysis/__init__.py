@@ -13,6 +13,7 @@ from dapo_lab.analysis.runs import (
     run_config,
 )
 from dapo_lab.analysis.stats import mean_ci, t_quantile
+from dapo_lab.analysis.sweeps import IncompleteSweepWarning, describe, expected_jobs, missing_runs, sweep_status
 from dapo_lab.analysis.tables import (
     LABELS,
     ORDER,
@@ -28,7 +29,8 @@ from dapo_lab.analysis.tables import (
 )
 
 __all__ = [
-    "LABELS", "ORDER", "PAPER", "PARENT", "MissingMetricsWarning", "ablation_table", "curves", "default_metric",
-    "final_metric", "find_run_dirs", "format_ablation", "load_runs", "load_wandb_offline", "mean_ci",
-    "read_metrics_csv", "run_config", "t_quantile", "to_markdown", "write_ablation_table",
+    "LABELS", "ORDER", "PAPER", "PARENT", "IncompleteSweepWarning", "MissingMetricsWarning", "ablation_table",
+    "curves", "default_metric", "describe", "expected_jobs", "final_metric", "find_run_dirs", "format_ablation",
+    "load_runs", "load_wandb_offline", "mean_ci", "missing_runs", "read_metrics_csv", "run_config", "sweep_status",
+    "t_quantile", "to_markdown", "write_ablation_table",
 ]

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import pandas as pd
 import yaml
 
+from dapo_lab.analysis.sweeps import warn_missing
 from dapo_lab.analysis.wandb_log import history_long, read_wandb_log
 
 KEY_COLUMNS = ("run", "step", "metric", "value")
@@ -135,7 +136,9 @@ def load_runs(root: str | Path, source: Literal["auto", "csv", "wandb"] = "auto"
 
     ``source``: ``"csv"`` reads Lightning's ``metrics.csv`` files (found with ``rglob`` under each run dir),
     ``"wandb"`` local ``.wandb`` logs, ``"auto"`` the CSV where a run has one and its W&B log otherwise.
-    A run directory with no metrics is skipped with a ``MissingMetricsWarning`` naming it.
+    A run directory with no metrics is skipped with a ``MissingMetricsWarning`` naming it. When ``root`` holds a
+    sweep (its ``multirun.yaml``) whose jobs have not all finished, an ``IncompleteSweepWarning`` lists them (an
+    unfinished run's rows are kept: ``analysis.sweeps.missing_runs`` says which runs they are).
     """
     if source not in ("auto", "csv", "wandb"):
         raise ValueError(f"source must be 'auto', 'csv' or 'wandb', got {source!r}")
@@ -164,6 +167,7 @@ def load_runs(root: str | Path, source: Literal["auto", "csv", "wandb"] = "auto"
                 continue
             metrics = _wandb_frame(wandb_files)[0]
         frames.append(metrics.assign(run=name, **run_config(run_dir)))
+    warn_missing(root, stacklevel=2)
     return _tidy(frames)
 
 

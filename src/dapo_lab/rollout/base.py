@@ -78,11 +78,14 @@ class RolloutEngine(Protocol):
 
     ``logprobs_match_trainer``: True when the returned log-probs are the trainer's own ``π_old`` (same weights,
     same dtype, same math), so ``rollout_correction.old_logprobs=auto`` may use them instead of a recompute.
+    ``decodes_with_policy``: True when ``generate`` runs the training module itself (a sharding strategy then
+    gathers its full weights around generation); False for an engine with its own copy (vLLM).
 
     :class:`EngineBase` gives the defaults; ``tests/rollout/test_rollout_contract.py`` checks every engine.
     """
 
     logprobs_match_trainer: bool
+    decodes_with_policy: bool
 
     def attach(self, model: torch.nn.Module, *, eos_id: int, pad_id: int) -> None: ...
 
@@ -108,6 +111,7 @@ class EngineBase:
     """
 
     logprobs_match_trainer: bool = False
+    decodes_with_policy: bool = False
     model: torch.nn.Module | None = None
     eos_id: int = -1
     pad_id: int = 0

@@ -58,6 +58,7 @@ class HFEngine(EngineBase):
     max_batch: int = 256
     autocast: str | None = None
     attn_implementation: str | None = None
+    decodes_with_policy = True  # the training module itself: a sharded one is gathered around generation
 
     def __post_init__(self) -> None:
         if self.autocast is not None and self.autocast not in _AUTOCAST:

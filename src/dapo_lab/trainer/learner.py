@@ -64,6 +64,11 @@ class NonFiniteTraining(RuntimeError):
     """Too many optimizer updates in a row had a NaN/Inf loss or gradient (each was skipped)."""
 
 
+def _width(batch: TrainBatch, rows: Tensor) -> int:
+    """The longest response among ``rows`` (at least 1): the width their passes need."""
+    return max(1, int(batch.response_mask[rows].sum(-1).max())) if len(rows) else 1
+
+
 class DAPOLearner:
     """The policy and the DAPO step. Receives built components (``dapo_lab.build.build_learner``); never reads
     the raw config. Its state between steps — the prompt stream's position and dynamic sampling's surplus groups —
@@ -210,7 +215,10 @@ class DAPOLearner:
     # ------------------------------------------------------------------ 2. score: π_old (and π_ref) once per step
     def _logprobs(self, model: torch.nn.Module, batch: TrainBatch, rows: Tensor,
                   with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
-        return response_logprobs(model, [batch.prompt_ids[i] for i in rows.tolist()], batch.response_ids[rows],
+        """Log-probs (and entropy) ``[n, w]`` of ``rows``, ``w`` their longest response: a pass computes no padding
+        beyond its own rows (causal attention: what a row's tokens see is the same at any padded width)."""
+        width = _width(batch, rows)
+        return response_logprobs(model, [batch.prompt_ids[i] for i in rows.tolist()], batch.response_ids[rows, :width],
                                  pad_id=self.pad_id, temperature=self.gen_cfg.temperature, with_entropy=with_entropy)
 
     def _dummy_logprobs(self, model: torch.nn.Module) -> Tensor:
@@ -249,10 +257,11 @@ class DAPOLearner:
                 continue
             rows = micros[k]
             if not from_engine:
-                lp, h = self._logprobs(self.model, batch, rows, with_entropy=True)
-                old[rows], entropy[rows] = lp.cpu(), h.cpu()
+                lp, h = self._logprobs(self.model, batch, rows, with_entropy=True)  # [n, w]
+                old[rows, : lp.shape[1]], entropy[rows, : lp.shape[1]] = lp.cpu(), h.cpu()
             if ref is not None:
-                ref[rows] = self._logprobs(self.ref_model, batch, rows)[0].cpu()
+                lp = self._logprobs(self.ref_model, batch, rows)[0]  # [n, w]
+                ref[rows, : lp.shape[1]] = lp.cpu()
         return old, entropy, ref
 
     def _batch_metrics(self, batch: TrainBatch, old_logp: Tensor, entropy: Tensor | None,
@@ -341,19 +350,20 @@ class DAPOLearner:
         passes = int(all_reduce_max(torch.tensor(len(micros), device=self.device)).item())
         stats: dict[str, float] = {"actor/dummy_passes": float(passes - len(micros))}
         for k, rows in enumerate(micros):
-            lm = loss_mask[rows].to(self.device)  # bool [n, R]
-            logp, ent = self._logprobs(self.model, batch, rows, with_entropy=entropy is not None)  # [n, R]
+            w = _width(batch, rows)
+            lm = loss_mask[rows, :w].to(self.device)  # bool [n, w]
+            logp, ent = self._logprobs(self.model, batch, rows, with_entropy=entropy is not None)  # [n, w]
             if entropy is not None:
-                entropy.add(ent, batch.response_mask[rows].to(self.device))
-            old = old_logp[rows].to(self.device)  # [n, R]
-            token_loss, clip_metrics = self.clip(logp, old, advantages[rows].to(self.device), lm)  # [n, R]
+                entropy.add(ent, batch.response_mask[rows, :w].to(self.device))
+            old = old_logp[rows, :w].to(self.device)  # [n, w]
+            token_loss, clip_metrics = self.clip(logp, old, advantages[rows].to(self.device), lm)  # [n, w]
             if self.tis_cap is not None:
                 # Truncated importance sampling: re-weight tokens sampled under the engine's numerics.
                 token_loss = token_loss * F.truncated_importance_weights(
-                    old, batch.engine_logprobs[rows].to(self.device), cap=self.tis_cap)
+                    old, batch.engine_logprobs[rows, :w].to(self.device), cap=self.tis_cap)
             pg_loss = self.loss(token_loss, lm, counts)
             loss = pg_loss
-            kl_term = None if ref_logp is None else self.kl.token_loss(logp, ref_logp[rows].to(self.device))
+            kl_term = None if ref_logp is None else self.kl.token_loss(logp, ref_logp[rows, :w].to(self.device))
             if kl_term is not None:
                 kl_loss = self.loss(kl_term, lm, counts)
                 loss = loss + kl_loss

@@ -97,7 +97,7 @@ class DAPOModule(L.LightningModule):
         strategy = self.trainer.strategy
         if hasattr(strategy, "parallelize"):
             strategy.parallelize(self.model)
-        if hasattr(strategy, "full_weights"):
+        if hasattr(strategy, "full_weights") and self.learner.rollout.decodes_with_policy:  # vLLM has its own copy
             self.learner.generation_context = functools.partial(strategy.full_weights, self.model)
 
     def on_train_start(self) -> None:
