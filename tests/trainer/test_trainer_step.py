@@ -54,8 +54,8 @@ def test_round_metrics_reduce_by_their_own_rule():
     rounds = []
     original = learner._generate_round
 
-    def spy(step, round_index):
-        kept, metrics = original(step, round_index)
+    def spy(step, round_index, prompts):
+        kept, metrics = original(step, round_index, prompts)
         if round_index == 0:
             metrics["rollout/response_len_max"] = 1.0  # so that the max and the mean of the rounds differ
         rounds.append(metrics)
@@ -68,6 +68,33 @@ def test_round_metrics_reduce_by_their_own_rule():
     assert m["rollout/tokens"] == rounds[0]["rollout/tokens"] + rounds[1]["rollout/tokens"]
     assert m["time/generate"] == pytest.approx(rounds[0]["time/generate"] + rounds[1]["time/generate"])
     assert m["rollout/acc"] == pytest.approx((rounds[0]["rollout/acc"] + rounds[1]["rollout/acc"]) / 2)
+
+
+class AlternatingReward:
+    """Group i (counted over the whole run) is mixed when i is even, all right when odd: half the groups inform."""
+
+    def __init__(self, group_size: int) -> None:
+        self.group_size, self.groups = group_size, 0
+
+    def score_batch(self, responses, ground_truths):
+        correct = []
+        for _ in range(len(responses) // self.group_size):
+            correct += [True] + [self.groups % 2 == 1] * (self.group_size - 1)
+            self.groups += 1
+        return [1.0 if c else -1.0 for c in correct], correct, {}
+
+
+@pytest.mark.parametrize("oversample, rounds, prompts", [(False, [2, 2], [8, 8]), (True, [2, 1], [8, 8])])
+def test_oversampling_sizes_rounds_from_the_informative_fraction(oversample, rounds, prompts):
+    """Half the groups inform. Without oversampling each step needs 2 rounds of 4 prompts. With it, step 1 measures
+    the fraction (0.5) and step 2 asks for ceil(4 / 0.5) = 8 prompts at once: one round, the same prompts in all."""
+    learner = make_learner(f"++sampling.oversample={str(oversample).lower()}", "++sampling.max_round_prompts=16",
+                           reward=AlternatingReward(group_size=4))
+    got = [learner.collect_groups(step)[1] for step in range(2)]
+    assert [m["sampling/num_gen_batches"] for m in got] == rounds
+    assert [m["sampling/round_prompts"] for m in got] == prompts
+    assert all(m["sampling/batch_groups"] == 4 and m["sampling/bound_hit"] == 0 for m in got)
+    assert learner.informative_frac == pytest.approx(0.5)
 
 
 def test_dynamic_sampling_bound_never_crashes(tmp_path):

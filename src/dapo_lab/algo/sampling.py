@@ -8,6 +8,7 @@ keep and how many generation rounds it may spend.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -37,6 +38,10 @@ class KeepAll:
     metric: str = "acc"
     max_gen_batches: int = 1
 
+    def round_prompts(self, missing: int, engines: int, minimum: int, informative: float | None) -> int:
+        """One round of ``minimum`` prompts (every group is kept)."""
+        return minimum
+
     def select(self, values: Tensor, group_size: int) -> tuple[Tensor, dict[str, Tensor]]:
         """``values [N]`` -> ``(keep [N // group_size] bool, metrics)``."""
         if values.numel() % group_size != 0:
@@ -56,24 +61,46 @@ class DynamicSampling:
         metric: what must differ within a group for it to be kept: ``acc``, correctness (Eq. 11's
             ``0 < |{correct}| < G``, DAPO's), or ``score``, the reward after overlong shaping (so a group of correct
             answers with different length penalties is kept too).
-        max_gen_batches: the most generation rounds (``batch.gen_prompts`` prompts each) per step. When it is hit the
-            step trains on the groups it has, fewer than ``batch.prompts_per_step`` (``sampling/bound_hit``: 1);
-            kept groups beyond the batch carry over to the next step.
+        max_gen_batches: the most generation rounds per step. When it is hit the step trains on the groups it has,
+            fewer than ``batch.prompts_per_step`` (``sampling/bound_hit``: 1); kept groups beyond the batch carry over
+            to the next step.
+        oversample: size each round from the running informative fraction ``f`` (verl's ``gen_batch_size`` > train
+            batch, made adaptive): ``ceil(missing groups / f)`` prompts, at least ``batch.gen_prompts`` and at most
+            ``max_round_prompts``, so most steps need one round; surplus groups carry over as usual. False: every round
+            generates ``batch.gen_prompts``.
+        max_round_prompts: the cap of an oversampled round (prompts per engine), bounding its memory and time.
 
     >>> keep, m = DynamicSampling().select(torch.tensor([1.0, 1.0, 0.0, 1.0]), group_size=2)
     >>> keep, m["sampling/kept_group_frac"].item()
     (tensor([False,  True]), 0.5)
+    >>> sampler = DynamicSampling(oversample=True, max_round_prompts=64)
+    >>> sampler.round_prompts(missing=16, engines=1, minimum=16, informative=0.4)  # 16 / 0.4
+    40
+    >>> sampler.round_prompts(missing=16, engines=1, minimum=16, informative=None)  # nothing measured yet
+    16
     """
 
     dynamic: ClassVar[bool] = True
     metric: str = "acc"
     max_gen_batches: int = 10
+    oversample: bool = False
+    max_round_prompts: int = 64
 
     def __post_init__(self) -> None:
         if self.metric not in SAMPLING_METRICS:
             raise ValueError(f"sampling.metric must be one of {SAMPLING_METRICS}, got {self.metric!r}")
         if self.max_gen_batches < 1:
             raise ValueError(f"sampling.max_gen_batches must be >= 1, got {self.max_gen_batches}")
+        if self.max_round_prompts < 1:
+            raise ValueError(f"sampling.max_round_prompts must be >= 1, got {self.max_round_prompts}")
+
+    def round_prompts(self, missing: int, engines: int, minimum: int, informative: float | None) -> int:
+        """Prompts per engine for the next round: ``minimum``, or with ``oversample`` enough to fill ``missing``
+        groups at the measured informative fraction (floored at 5%, so a round that kept nothing stays bounded)."""
+        if not self.oversample or informative is None:
+            return minimum
+        wanted = math.ceil(missing / engines / max(informative, 0.05))
+        return max(minimum, min(wanted, self.max_round_prompts))
 
     def select(self, values: Tensor, group_size: int) -> tuple[Tensor, dict[str, Tensor]]:
         """``values [N]`` -> ``(keep [N // group_size] bool, metrics)``."""

@@ -97,6 +97,7 @@ class DAPOLearner:
         self.stream = PromptStream(len(train), seed)
         self.surplus: list[Group] = []  # carried to the next step; the same list on every rank
         self.max_consecutive_skips, self.consecutive_skips = max_consecutive_skips, 0
+        self.informative_frac: float | None = None  # running fraction of generated groups kept (oversampling)
 
     @property
     def device(self) -> torch.device:
@@ -162,13 +163,21 @@ class DAPOLearner:
         carried = len(self.surplus)
         fresh: list[tuple[int, Group]] = []  # (round, group): this rank's kept groups of this step
         rounds, round_metrics = 0, []
-        while rounds < self.sampling.max_gen_batches:
-            if carried + global_count(len(fresh), self.device) >= target * world_size():
-                break
-            kept, metrics = self._generate_round(step, rounds)
+        _, engines, _ = self._engine_group()
+        have = carried  # the carried surplus is the same on every rank
+        while rounds < self.sampling.max_gen_batches and have < target * world_size():
+            prompts = self.sampling.round_prompts(target * world_size() - have, engines, self.batch_cfg.gen_prompts,
+                                                  self.informative_frac)
+            kept, metrics = self._generate_round(step, rounds, prompts)
             fresh += [(rounds, g) for g in kept]
-            round_metrics.append(metrics)
+            round_metrics.append({**metrics, "sampling/round_prompts": prompts})
             rounds += 1
+            now = carried + global_count(len(fresh), self.device)
+            # The running fraction of generated groups that were kept, over all engines (the same on every rank).
+            kept_frac = (now - have) / (prompts * engines)
+            self.informative_frac = kept_frac if self.informative_frac is None else (
+                0.5 * self.informative_frac + 0.5 * kept_frac)
+            have = now
             if not self.sampling.dynamic:
                 break
         shared = share_groups(self.surplus, fresh, target)
@@ -180,11 +189,11 @@ class DAPOLearner:
                         "sampling/rank_groups": len(shared.groups)})
         return shared, metrics
 
-    def _generate_round(self, step: int, round_index: int) -> tuple[list[Group], dict[str, float]]:
+    def _generate_round(self, step: int, round_index: int, prompts: int) -> tuple[list[Group], dict[str, float]]:
         b = self.batch_cfg
         # One global order of prompts; each engine (a rank, or a tensor-parallel group) takes its slice of a round.
         engine, engines, leader = self._engine_group()
-        indices = self.stream.take(b.gen_prompts * engines)[engine * b.gen_prompts :][: b.gen_prompts]
+        indices = self.stream.take(prompts * engines)[engine * prompts :][:prompts]
         params = SamplingParams(temperature=self.gen_cfg.temperature, top_p=self.gen_cfg.top_p,
                                 max_new_tokens=self.gen_cfg.max_new_tokens, n=b.group_size,
                                 seed=self._step_seed(step, round_index))
@@ -268,7 +277,8 @@ class DAPOLearner:
                        carried_groups: int) -> dict[str, float]:
         mask = batch.response_mask  # bool [N, R]
         metrics = {"train/acc": batch.correct.float().mean().item(), "train/reward_mean": batch.rewards.mean().item(),
-                   "train/token_prob_mean": F.masked_mean(old_logp.exp(), mask).item()}
+                   "train/token_prob_mean": F.masked_mean(old_logp.exp(), mask).item(),
+                   "train/tokens": float(batch.loss_mask.sum())}
         if entropy is not None:
             metrics["train/entropy"] = F.masked_mean(entropy, mask).item()
         # The engine/trainer gap on this step's own rollouts only: carried surplus groups (the global batch's first
@@ -381,13 +391,14 @@ class DAPOLearner:
     def state_dict(self) -> dict[str, Any]:
         """Plain dicts of tensors and lists: loadable with ``torch.load(weights_only=True)``."""
         return {"stream": self.stream.state_dict(), "surplus": [vars(g).copy() for g in self.surplus],
-                "consecutive_skips": self.consecutive_skips}
+                "consecutive_skips": self.consecutive_skips, "informative_frac": self.informative_frac}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "stream" in state:
             self.stream.load_state_dict(state["stream"])
         self.surplus = [Group(**g) for g in state.get("surplus", [])]
         self.consecutive_skips = int(state.get("consecutive_skips", 0))
+        self.informative_frac = state.get("informative_frac")
 
     def close(self) -> None:
         """Release the rollout engine and the reward's worker processes."""

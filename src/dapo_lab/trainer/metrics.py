@@ -24,7 +24,7 @@ Reduction = Literal["mean", "sum", "max"]
 ROUND_REDUCTIONS: dict[str, Reduction] = {
     "rollout/acc": "mean", "rollout/reward_mean": "mean", "rollout/response_len_mean": "mean",
     "rollout/response_len_max": "max", "rollout/truncated_frac": "mean", "rollout/tokens": "sum",
-    "time/generate": "sum", "time/grade": "sum",
+    "time/generate": "sum", "time/grade": "sum", "sampling/round_prompts": "sum",
     "sampling/kept_group_frac": "mean", "sampling/discarded_group_frac": "mean",
     "sampling/informative_group_frac": "mean",
     "overlong/penalty_mean": "mean", "overlong/filtered_frac": "mean",

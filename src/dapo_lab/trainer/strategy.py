@@ -67,7 +67,8 @@ class FSDP2Strategy(ModelParallelStrategy):
 
     Args:
         param_dtype: ``"bf16"`` (GPU default): parameters are gathered and computed in bf16 while the sharded
-            master weights and the optimizer stay fp32; null: the model's dtype.
+            master weights and the optimizer are fp32 (a model loaded in bf16 is upcast before sharding); null: the
+            model's dtype throughout.
         reduce_dtype: dtype of the gradient reduce-scatter (``"fp32"``: exact sums of bf16 gradients).
         cpu_offload: keep sharded parameters, gradients and optimizer state in CPU memory (FSDP2's
             ``CPUOffloadPolicy``); the optimizer step then runs on the CPU.
@@ -110,6 +111,10 @@ class FSDP2Strategy(ModelParallelStrategy):
 
         if isinstance(model, FSDPModule):
             return
+        if self.param_dtype is not None:
+            # Mixed precision keeps fp32 master weights (and so fp32 gradients and AdamW moments) in the shards and
+            # computes in param_dtype; a model loaded in bf16 would otherwise keep its bf16 master copy.
+            model.to(torch.float32)
         if self.activation_checkpointing:
             (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
