@@ -167,3 +167,25 @@ def test_paper_scale_shards_with_fsdp2_in_bf16():
     strategy = instantiate(cfg.trainer.strategy)
     assert type(strategy).__name__ == "FSDP2Strategy" and (strategy.param_dtype, strategy.reduce_dtype) == (
         "bf16", "fp32")
+
+
+@pytest.mark.parametrize("scale, processes", [("paper_4x8", 32), ("qwen7b_1x8", 8)])
+def test_cluster_recipes_compose_validate_and_give_the_papers_batch(scale, processes):
+    """The 32B-on-4-nodes and 7B-on-one-node recipes: valid, and their per-process batch.* make the paper's step
+    (512 prompts x 16 responses, 16 updates) over their processes. Without vLLM installed here, a stand-in with the
+    engine's settings takes its place (the engine itself only checks that vLLM imports)."""
+    from types import SimpleNamespace
+
+    cfg = compose_train("experiment=dapo", f"scale={scale}")
+    assert cfg.trainer.devices * cfg.trainer.num_nodes == processes
+    replace = {}
+    if importlib.util.find_spec("vllm") is None:
+        settings = {k: v for k, v in cfg.rollout.items() if k != "_target_"}
+        replace["rollout"] = SimpleNamespace(**settings, logprobs_match_trainer=False, decodes_with_policy=False)
+    parts = build_components(cfg, **replace)
+    batch, tp = parts["batch"], cfg.rollout.tensor_parallel_size
+    assert batch.prompts_per_step * processes == 512 and batch.group_size == 16 and batch.updates_per_step == 16
+    assert batch.gen_prompts * (processes // tp) == 1536  # verl's gen_batch_size, per engine here
+    assert batch.logprob_chunk_tokens == 1024 and cfg.trainer.strategy.activation_checkpointing
+    assert cfg.rollout.enable_sleep_mode and cfg.rollout.distributed_executor_backend == "external_launcher"
+    assert parts["rollout_correction"].resolve(False) == "recompute"

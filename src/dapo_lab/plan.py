@@ -138,6 +138,7 @@ class Plan:
     activations: dict[bool, int]  # checkpointing -> bytes of the configured micro-batch
     logits: int
     entropy_in_update: bool  # the update's forward also measures the entropy (engine π_old: no score pass)
+    chunk: int | None = None  # batch.logprob_chunk_tokens: log-probs computed that many positions at a time
 
     @property
     def seq(self) -> int:
@@ -163,11 +164,13 @@ class Plan:
         return 21 * pm.ENTROPY_CHUNK * self.dims.vocab if self.entropy_in_update else 0
 
     def per_row(self, checkpointing: bool, chunked: bool = False) -> int:
-        """Bytes one more row adds: its activations and logits (without the entropy chunk: see ``entropy_bytes``)."""
-        r, v = (min(self.response, CHUNK) if chunked else self.response), self.dims.vocab
+        """Bytes one more row adds: its activations and logits (without the entropy chunk: see ``entropy_bytes``).
+        ``chunked``: with the log-probs computed ``CHUNK`` positions at a time (as configured, when it is)."""
+        chunk = self.chunk or CHUNK
+        r, v = (min(self.response, chunk) if chunked or self.chunk else self.response), self.dims.vocab
         logits = 16 * r * v  # pm.logits_peak_bytes per row
-        if self.entropy_in_update and not chunked:
-            logits = max(logits, (2 * self.seq + 4 * r) * v)
+        if self.entropy_in_update:
+            logits = max(logits, (2 * (r + 1) + 4 * r) * v)
         return self.activations[checkpointing] // self.rows + logits
 
 
@@ -183,12 +186,15 @@ def make_plan(cfg: dict[str, Any], cluster: Cluster) -> Plan:
     ckpt = bool(cfg["model"].get("gradient_checkpointing")) or (
         isinstance(strategy, dict) and bool(strategy.get("activation_checkpointing")))
     attention = str(cfg["model"].get("attn_implementation", "sdpa"))
-    acts = {c: pm.activation_bytes(dims, rows, prompt + response, numerics, attention, c) for c in (False, True)}
+    acts = {c: pm.activation_bytes(dims, rows, prompt + response, numerics, attention, c, kept=response + 1)
+            for c in (False, True)}
     states = pm.state_rows(dims, psi, sharding, numerics)
     entropy = entropy_in_update(cfg)
-    logits = pm.logits_peak_bytes(rows, response, dims.vocab, prompt + response, pm.ENTROPY_CHUNK if entropy else 0)
+    chunk = cfg["batch"].get("logprob_chunk_tokens")
+    kept = min(response, chunk) if chunk else response  # the positions whose logits exist at once
+    logits = pm.logits_peak_bytes(rows, kept, dims.vocab, kept + 1, pm.ENTROPY_CHUNK if entropy else 0)
     return Plan(cfg, cluster, dims, psi, numerics, sharding, setup, prompt, prompt_why, response, rows, rows_why,
-                ckpt, attention, states, acts, logits, entropy)
+                ckpt, attention, states, acts, logits, entropy, chunk)
 
 
 def entropy_in_update(cfg: dict[str, Any]) -> bool:

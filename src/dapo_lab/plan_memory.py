@@ -95,12 +95,16 @@ def outside_layers_bytes(d: ModelDims, n: Numerics) -> int:
     return 4 * h + w * h + 4 + n.compute * h + 8 + 2 * d.head_dim * w
 
 
-def activation_bytes(d: ModelDims, rows: int, seq: int, n: Numerics, attention: str, checkpointing: bool) -> int:
+def activation_bytes(d: ModelDims, rows: int, seq: int, n: Numerics, attention: str, checkpointing: bool,
+                     kept: int | None = None) -> int:
     """Saved activations of one micro-batch of ``rows × seq`` tokens (logits excluded).
 
         no checkpointing:  tokens·(L·layer + outside)
         checkpointing:     tokens·(L·w·h + layer + outside)   each layer keeps its input; one layer is recomputed
                            at a time in the backward
+
+    ``kept``: the positions the LM head runs on (``logits_to_keep``: the response and the last prompt position); its
+    input ``c·h`` is saved for those only (default: every position).
 
     >>> d = ModelDims("t", 256, 4, 4, 2, 688, 320, False)
     >>> activation_bytes(d, 1, 126, Numerics(4, 2, 4, True, 8), "eager", False)  # 126·(4·17240 + 3084)
@@ -109,7 +113,9 @@ def activation_bytes(d: ModelDims, rows: int, seq: int, n: Numerics, attention: 
     tokens = rows * seq
     per_layer = layer_activation_bytes(d, seq, n, attention)
     layers = d.layers * n.residual * d.hidden + per_layer if checkpointing else d.layers * per_layer
-    return tokens * (layers + outside_layers_bytes(d, n))
+    head_input = n.compute * d.hidden
+    return tokens * (layers + outside_layers_bytes(d, n) - head_input) + rows * (seq if kept is None else kept) * (
+        head_input)
 
 
 ENTROPY_CHUNK = 4096  # positions per chunk of the entropy in trainer/teacher_forced.py
@@ -122,13 +128,17 @@ def logits_peak_bytes(rows: int, response_len: int, vocab: int, seq: int = 0, en
                                      temporaries of its and gather's backward (measured: +3 over the forward's end)
         forward, when the pass also measures the entropy (``entropy_chunk`` positions at a time):
                   2·rows·s·V + 4·rows·R·V + 21·min(chunk, rows·R)·V
-                                     the bf16 logits of every position, the fp32 ones, and entropy_from_logits'
-                                     5.25 fp32 copies of a chunk (z, p, p > 0, p·z, zeros, where)
+                                     the bf16 logits of the s = R + 1 positions kept (``logits_to_keep``), the fp32
+                                     ones, and entropy_from_logits' 5.25 fp32 copies of a chunk (z, p, p > 0, p·z,
+                                     zeros, where)
+
+    With ``batch.logprob_chunk_tokens`` = c the same holds with R = c: one chunk's logits exist at a time (each is
+    recomputed in the backward).
 
     >>> logits_peak_bytes(4, 20480, 152064) / GiB  # the paper's micro-batch: 4 × 20k responses
     185.625
-    >>> logits_peak_bytes(32, 96, 4096, seq=158, entropy_chunk=4096) / 2**20  # the forward's entropy dominates
-    339.5
+    >>> logits_peak_bytes(32, 96, 4096, seq=97, entropy_chunk=4096) / 2**20  # the forward's entropy dominates
+    324.25
     """
     backward = 16 * rows * response_len * vocab
     forward = 0

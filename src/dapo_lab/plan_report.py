@@ -142,7 +142,8 @@ def render(plan: Plan, command: str) -> str:
     free = usable - plan.state_bytes - during_update - plan.entropy_bytes
     out += ["", f"Largest micro-batch (rows of {plan.seq:,} tokens) in {gib(usable)} ({1 - HEADROOM:.0%} of the "
             "GPU, the rest left for the CUDA context, NCCL and fragmentation: an assumption):", "",
-            f"| | logits as computed now | logits chunked by {CHUNK} tokens |", "|---|--:|--:|",
+            "| | logits as configured" + (f" (chunked by {plan.chunk} tokens)" if plan.chunk else "")
+            + f" | logits chunked by {plan.chunk or CHUNK} tokens |", "|---|--:|--:|",
             *[f"| checkpointing {'on' if ckpt else 'off'} | {pm.max_rows(free, plan.per_row(ckpt))} | "
               f"{pm.max_rows(free, plan.per_row(ckpt, chunked=True))} |" for ckpt in (False, True)]]
     share = plan.logits / (plan.logits + plan.activations[plan.checkpointing])
@@ -237,11 +238,11 @@ def recommendations(plan: Plan, eng: Engine | None, usable: int, free: int) -> l
                    f"checkpointing and chunked log-probs, {gib(free)} is free after the states: shard the sequence "
                    "(Ulysses sequence parallelism, as verl's long-response recipes do; not in this codebase) or cut "
                    "L_max.")
-    if plan.logits > plan.activations[plan.checkpointing] and plan.response > CHUNK:
-        out.append(f"Chunk the log-prob computation (not implemented): the LM head and log-softmax over {CHUNK} "
-                   "response tokens at a time, recomputed in the backward, bound the logits at "
-                   f"{gib(pm.logits_peak_bytes(plan.rows, min(CHUNK, plan.response), plan.dims.vocab))} instead of "
-                   f"{gib(plan.logits)}.")
+    if not plan.chunk and plan.logits > plan.activations[plan.checkpointing] and plan.response > CHUNK:
+        out.append(f"Chunk the log-prob computation (`batch.logprob_chunk_tokens={CHUNK}`): the LM head and "
+                   f"log-softmax over {CHUNK} response tokens at a time, recomputed in the backward, bound the logits "
+                   f"at {gib(pm.logits_peak_bytes(plan.rows, min(CHUNK, plan.response), plan.dims.vocab))} instead "
+                   f"of {gib(plan.logits)}.")
     if eng is not None:
         best, ideal = (best_engine(plan, leftover(plan, usable, g)) for g in (True, False))
         if best is not None and (best.tp != eng.tp or best.in_flight > eng.in_flight):

@@ -73,3 +73,25 @@ def test_top_p_filter_keeps_smallest_nucleus():
     kept = top_p_filter(probs.log(), 0.65).isfinite()
     assert kept.tolist() == [[False, True, False, True]]  # 0.4 + 0.3 ≥ 0.65
     assert top_p_filter(probs.log(), 0.05).isfinite().sum() == 1  # the top token always stays
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5])
+def test_chunked_logprobs_give_the_same_values_and_gradients(module, chunk):
+    """batch.logprob_chunk_tokens: the LM head over a few positions at a time, recomputed in the backward."""
+    out = module.rollout.generate(prompts_of(module, 4), SamplingParams(max_new_tokens=11, n=2, seed=2))
+    model = module.model
+    weights = torch.arange(out.response_ids.shape[1], dtype=torch.float32)  # every position matters differently
+
+    def run(chunk_tokens):
+        model.zero_grad(set_to_none=True)
+        lp, ent = response_logprobs(model, out.prompt_ids, out.response_ids, pad_id=module.pad_id, temperature=0.8,
+                                    with_entropy=True, chunk_tokens=chunk_tokens)
+        (lp * weights).sum().backward()
+        return lp.detach(), ent, [p.grad.clone() for p in model.parameters()]
+
+    whole, chunked = run(None), run(chunk)
+    torch.testing.assert_close(chunked[0], whole[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(chunked[1], whole[1], rtol=0, atol=1e-5)
+    for a, b in zip(chunked[2], whole[2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert "forward" not in vars(model.get_output_embeddings())  # the head is itself again

@@ -27,6 +27,10 @@ class BatchSettings:
             rank's rows, longest first, into passes of at most this many padded tokens (rows × longest prompt +
             response) and ``micro_batch_size`` rows; null: fixed ``micro_batch_size`` rows per pass. Ranks agree on
             the number of passes (the largest) and pad with zero-weight dummies.
+        logprob_chunk_tokens: compute the LM head and log-softmax over this many response positions at a time, each
+            chunk recomputed in the backward, so a pass never holds the logits of a whole response (with a 152k
+            vocabulary, 46 GiB at 20k tokens); the same values and gradients. Null: all at once (fine for short
+            responses or small vocabularies).
     """
 
     group_size: int = 8
@@ -36,8 +40,11 @@ class BatchSettings:
     ppo_epochs: int = 1
     micro_batch_size: int = 64
     max_tokens_per_micro_batch: int | None = None
+    logprob_chunk_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        if self.logprob_chunk_tokens is not None and self.logprob_chunk_tokens < 1:
+            raise ValueError(f"batch.logprob_chunk_tokens must be >= 1 or null, got {self.logprob_chunk_tokens}")
         for name in ("prompts_per_step", "gen_prompts", "mini_batch_prompts", "ppo_epochs", "micro_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"batch.{name} must be >= 1, got {getattr(self, name)}")
