@@ -237,7 +237,8 @@ class VLLMEngine(EngineBase):
             self._push(model)
 
     def close(self) -> None:
-        """Release the engine and its temporary folder (the next call starts a new one)."""
+        """Release the engine and its temporary folder (the next call starts a new one). Call it after the run's
+        last collective: vLLM's shutdown also destroys torch.distributed's default process group."""
         self.llm = None
         if self._folder is not None:
             self._folder.cleanup()
