@@ -99,7 +99,9 @@ TINY: dict[str, Any] = {"debug": "tiny", "batch.group_size": 4, "batch.prompts_p
                         "batch.mini_batch_prompts": 1, "batch.micro_batch_size": 4, "max_response_len": 16,
                         "model.num_heads": 2, "model.num_kv_heads": 1}
 OURS = {"dapo-lab recompute": ["rollout_correction.old_logprobs=recompute"],
-        "dapo-lab engine": ["rollout_correction.old_logprobs=engine"]}
+        "dapo-lab engine": ["rollout_correction.old_logprobs=engine"],
+        # decoding with a bf16 copy of the policy (rollout.dtype); π_old is then recomputed (auto)
+        "dapo-lab bf16 decode": ["rollout.dtype=bf16"]}
 VLLM_ENV = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}  # plus VLLM_CPU_OMP_THREADS_BIND=0-<threads-1>, set per run
 
 
@@ -247,6 +249,8 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path, timeout: float) ->
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise ChildFailed(f"{' '.join(cmd[:4])} ... exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+    # ru_maxrss starts at this harness's own peak (the kernel carries it across the child's exec), which stays far
+    # below a training child's: the harness imports no torch.
     return usage.ru_maxrss / 1024  # KiB on Linux
 
 

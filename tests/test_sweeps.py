@@ -10,6 +10,8 @@ its settings are checked down to the sbatch script submitit would submit.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import subprocess
@@ -24,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dapo_lab import launch
-from dapo_lab.analysis import IncompleteSweepWarning, load_runs, missing_runs, sweep_status
+from dapo_lab.analysis import IncompleteSweepWarning, load_runs, missing_runs, sweep_status, sweeps
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -89,14 +91,22 @@ def interrupted(tmp_path_factory) -> dict:
     killer = tmp / "killer.py"
     killer.write_text(KILLER)
     train(tmp, f"hydra.sweep.dir={sweep}", script=[str(killer)], expect_kill=True)
-    before = {"status": sweep_status(sweep), "runs": runs_by_seed(sweep)}
+    before = {"status": sweep_status(sweep), "runs": runs_by_seed(sweep), "cli": status_cli(sweep)}
     with pytest.warns(IncompleteSweepWarning, match=r"1 run\(s\) .* not finished: .*seed=2 \(unfinished, "
                                                     r"checkpoint at step 1\)"):
         before["frame"] = load_runs(sweep)
     first = before["runs"][1]
     before["untouched"] = {p: p.stat().st_mtime_ns for p in (first / "csv" / "metrics.csv", first / "done.json")}
     output = train(tmp, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}")
-    return {"sweep": sweep, "before": before, "output": output}
+    return {"sweep": sweep, "before": before, "output": output, "cli_after": status_cli(sweep)}
+
+
+def status_cli(sweep: Path) -> tuple[int, str]:
+    """``python -m dapo_lab.analysis.sweeps <sweep>``: its exit code and what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = sweeps.main([str(sweep)])
+    return code, out.getvalue()
 
 
 def test_submitit_local_runs_both_jobs_each_on_its_own_gpu_slot(straight):
@@ -114,6 +124,10 @@ def test_an_interrupted_sweep_is_reported_missing_then_finished_by_the_same_comm
     before, sweep = interrupted["before"], interrupted["sweep"]
     status = before["status"].set_index("job")
     assert list(status["status"]) == ["finished", "unfinished"] and status.loc[1, "checkpoint_step"] == 1
+    code, printed = before["cli"]  # what a user sees from the command line, and a script can wait on
+    assert code == 1 and ": 1/2 finished" in printed and "-- seed=2 (unfinished, checkpoint at step 1)" in printed
+    code, printed = interrupted["cli_after"]
+    assert code == 0 and ": 2/2 finished" in printed and "-- " not in printed
     assert sorted(before["frame"]["seed"].unique()) == [1, 2]  # the killed job's rows so far are readable
     # The re-run (joblib this time) skipped the finished job: nothing of it was rewritten ...
     assert all(p.stat().st_mtime_ns == t for p, t in before["untouched"].items())

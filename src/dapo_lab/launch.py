@@ -118,6 +118,36 @@ def claim_gpu(cfg: DictConfig, out: Path) -> str | None:
     return device
 
 
+# srun's names for what torchrun calls RANK, LOCAL_RANK, WORLD_SIZE and NODE_RANK.
+_SLURM_RANKS = {"RANK": "SLURM_PROCID", "LOCAL_RANK": "SLURM_LOCALID", "WORLD_SIZE": "SLURM_NTASKS",
+                "NODE_RANK": "SLURM_NODEID"}
+
+
+def export_slurm_ranks(environ: dict[str, str] | None = None) -> bool:
+    """Under ``srun`` with several tasks, set torchrun's rank variables from SLURM's (unless already set).
+
+    Lightning reads SLURM's own variables, but the code that runs before the trainer exists (the rank-0-only
+    truncation of ``metrics.csv``, the completion marker) and vLLM's ``external_launcher`` read ``RANK`` /
+    ``LOCAL_RANK`` / ``WORLD_SIZE``, which srun does not set: every task would act as rank 0. One task (a sweep job
+    on SLURM, or ``python`` inside ``sbatch`` without ``srun``) is left alone. Returns whether it set them.
+
+    >>> env = {"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NODEID": "0"}
+    >>> export_slurm_ranks(env), env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["NODE_RANK"]
+    (True, '1', '1', '2', '0')
+    >>> export_slurm_ranks({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"})
+    False
+    """
+    env = os.environ if environ is None else environ
+    if int(env.get("SLURM_NTASKS", "1")) < 2 or "SLURM_PROCID" not in env or "RANK" in env:
+        return False
+    if env.get("SLURM_JOB_NAME") in ("bash", "interactive"):  # Lightning's opt-out of SLURM: processes not srun's
+        return False
+    for torch_name, slurm_name in _SLURM_RANKS.items():
+        if slurm_name in env:
+            env[torch_name] = env[slurm_name]
+    return True
+
+
 def _is_rank_zero() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 

@@ -10,7 +10,7 @@ forward + backward with the gradients and AdamW state of the first alive, as eve
 them), the RSS after the first forward and the bytes glibc held free in its heap then (``mallinfo2``).
 
 Why a warm-up on a throwaway model first: torch's one-time allocations (kernel caches, thread pools) then belong to
-the baseline, not to the step. Peaks are counted from the RSS before the step: ``ru_maxrss`` also holds the peak of
+the baseline, not to the step. Peaks are counted from the RSS before the step: ``VmHWM`` also holds the peak of
 whatever ran before (imports: ``baseline_peak_above_rss``, 0-55 MiB, varying run to run), which a step's peak must
 exceed to show (resetting it through ``/proc/self/clear_refs`` lost part of the step's peak here).
 
@@ -55,8 +55,13 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (``ru_maxrss``, KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident set size of this process's memory map so far (``VmHWM`` of ``/proc/self/status``).
+
+    Not ``ru_maxrss``: the kernel carries that across ``exec``, and Python's ``subprocess`` starts children with
+    ``vfork``, so a child's ``ru_maxrss`` starts at its parent's peak (a long pytest run's: 520 MiB seen in CI, above
+    the whole step). ``VmHWM`` belongs to the map ``exec`` created."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
 
 
 def _forward(model: torch.nn.Module, prompts: list[list[int]], responses: torch.Tensor, temperature: float,

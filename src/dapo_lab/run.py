@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dapo_lab.build import build, set_threads
-from dapo_lab.launch import claim_gpu, finish, finished_objective
+from dapo_lab.launch import claim_gpu, export_slurm_ranks, finish, finished_objective
 from dapo_lab.trainer.checkpoints import checkpoint_step, latest_checkpoint, save_policy
 from dapo_lab.trainer.logs import csv_path, quiet_third_party, truncate_metrics
 
@@ -40,6 +40,7 @@ def resume_checkpoint(resume: str | None, out: Path) -> Path | None:
 
 def main(cfg: DictConfig) -> float:
     quiet_third_party()
+    export_slurm_ranks()  # srun's tasks: torchrun's rank variables, before anything asks "am I rank 0?"
     set_threads(cfg.get("threads"))
     out = _output_dir(cfg)
     if (done := finished_objective(cfg, out)) is not None:  # resume=auto on a finished run (a re-run sweep)

@@ -351,6 +351,9 @@ COMBINATIONS = [
      r"model.warmstart_steps=450 warm-starts the tiny model on worked solutions of its data, and data=MathFileData "
      r"offers none"),
     (["data=gsm8k", "model.warmstart_steps=0", "data.on_bad_row=ignore"], {}, r"data.on_bad_row must be one of"),
+    (["evaluation.greedy=false"], {}, r"objective=eval/greedy_acc is not logged by this run's evaluation \(evaluation.k"
+                                      r"=4, evaluation.greedy=False\); choose one of \['eval/avg@4'"),
+    (["objective=eval/avg@32"], {}, r"objective=eval/avg@32 is not logged"),
 ]
 
 

@@ -48,6 +48,7 @@ def check(rank: int, out: Path) -> None:
         "largest_is_one_tensor": largest == max(v.numel() for v in reference.values()),
     }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
+    dist.barrier()  # no rank closes its sockets while a peer still reads from them (gloo aborts)
     dist.destroy_process_group()
 
 

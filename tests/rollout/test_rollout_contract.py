@@ -30,10 +30,12 @@ from dapo_lab.trainer.teacher_forced import response_logprobs
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 # The suite's engine list. hf_sdpa: the transformers engine decoding with sdpa attention on a model built (and
-# trained) with eager.
+# trained) with eager; hf_copy: decoding with its own copy of the policy (rollout.dtype, here fp32 so that the
+# contract's exact checks apply; bf16 below).
 ENGINE_FACTORIES = {
     "hf": (HFEngine, {}),
     "hf_sdpa": (HFEngine, {"attn_implementation": "sdpa"}),
+    "hf_copy": (HFEngine, {"dtype": "fp32"}),
     "vllm": (VLLMEngine, {"dtype": "float32", "kv_cache_memory_bytes": 64 * 2**20}),
 }
 NEEDS = {"vllm": pytest.mark.skipif(not HAVE_VLLM,
@@ -325,3 +327,42 @@ def test_a_large_seeded_batch_runs(engines, prompts, name):
     many = [p * 8 for p in prompts] * 22  # 132 prompts of 16-104 tokens: ~30k prompt tokens in 528 requests
     out = engines(name).generate(many, SamplingParams(temperature=1.0, top_p=0.7, max_new_tokens=4, n=4, seed=9))
     assert out.response_ids.shape[0] == len(many) * 4 and out.response_mask[:, 0].all()
+
+
+def test_a_bf16_copy_decodes_the_current_policy_within_bf16_error(policy, prompts):
+    """rollout.dtype=bf16: the engine decodes a bf16 copy (parameters only: rotary buffers stay fp32), refreshed in
+    place by update_weights; its log-probs differ from the fp32 trainer's by bf16 rounding, so the trainer must
+    recompute π_old (logprobs_match_trainer False) and a sharded policy is not copied."""
+    model, tok = policy
+    engine = HFEngine(dtype="bf16")
+    engine.attach(model, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    assert not engine.logprobs_match_trainer and not engine.decodes_with_policy
+    engine.update_weights(model)
+    copy_ = engine._copy
+    assert copy_ is not model and {p.dtype for p in copy_.parameters()} == {torch.bfloat16}
+    assert {b.dtype for b in copy_.buffers() if b.is_floating_point()} <= {torch.float32}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the policy itself untouched
+    out = engine.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=12, n=3, seed=5))
+    with torch.no_grad():
+        lp, _ = response_logprobs(model, out.prompt_ids, out.response_ids, pad_id=tok.pad_token_id)
+    diff = (lp - out.logprobs).abs()[out.response_mask]
+    # bf16 keeps 8 bits of mantissa: per-token gaps of ~1e-2, far above fp32's 1e-6, far below a wrong model's ~1
+    assert 1e-5 < diff.mean() < 0.05 and diff.max() < 0.5, (diff.mean(), diff.max())
+    # A changed policy reaches the copy at the next update_weights, in place (the same module object).
+    trained = copy.deepcopy(model)
+    with torch.no_grad():
+        for param in trained.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    engine.update_weights(trained)
+    assert engine._copy is copy_
+    for (name, mine), theirs in zip(copy_.named_parameters(), trained.parameters()):
+        assert torch.equal(mine, theirs.to(torch.bfloat16)), name
+    engine.update_weights(model)
+    assert torch.equal(next(copy_.parameters()), next(model.parameters()).to(torch.bfloat16))
+
+
+def test_a_decode_dtype_is_checked():
+    with pytest.raises(ValueError, match="rollout.dtype must be one of"):
+        HFEngine(dtype="int8")
+    with pytest.raises(ValueError, match="rollout.dtype=bf16 and rollout.autocast=bf16: set one of them"):
+        HFEngine(dtype="bf16", autocast="bf16")

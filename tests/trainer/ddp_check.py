@@ -40,6 +40,7 @@ def exact(rank: int, out: Path) -> None:
     distributed = [p.grad.clone() for p in learner.model.parameters()]
     gathered = [None, None]
     dist.all_gather_object(gathered, list(zip(shared.positions, groups)))
+    dist.barrier()  # no rank closes its sockets while a peer still reads from them (gloo aborts)
     dist.destroy_process_group()
     if rank != 0:
         return
@@ -84,6 +85,7 @@ def tensor_parallel(rank: int, out: Path) -> None:
     dist.all_gather_object(everything, {"generated": generated, "groups": [(p, g.response_ids.tolist())
                                                                            for p, g in zip(shared.positions,
                                                                                            shared.groups)]})
+    dist.barrier()  # no rank closes its sockets while a peer still reads from them (gloo aborts)
     dist.destroy_process_group()
     if rank == 0:
         a, b = everything

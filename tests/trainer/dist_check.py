@@ -93,6 +93,7 @@ def train(trainer_name: str, out: Path, steps: int, kill_at: int | None, resume:
                                                       "global_step": built.trainer.global_step}))
     if rank == 0:
         torch.save({"batches": record.batches, "weights": weights}, out / "run.pt")
+    dist.barrier()  # no rank closes its sockets while a peer still reads from them (gloo aborts)
     dist.destroy_process_group()  # without it, gloo runs often abort at exit
 
 

@@ -128,3 +128,28 @@ def warn_missing(root: str | Path, stacklevel: int = 2) -> pd.DataFrame:
                       " Re-run the sweep's command (resume=auto) to finish them.", IncompleteSweepWarning,
                       stacklevel=stacklevel + 1)
     return missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dapo_lab.analysis.sweeps DIR``: every job of the sweeps under DIR and its status; exit 1 while
+    some have not finished (so a script can wait on it)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dapo_lab.analysis.sweeps", description=main.__doc__)
+    parser.add_argument("root", help="a sweep directory (holding multirun.yaml) or a folder of them")
+    root = parser.parse_args(argv).root
+    if not Path(root).is_dir():
+        parser.error(f"no such directory: {root}")
+    status = sweep_status(root)
+    for sweep, jobs in status.groupby("sweep", sort=False):
+        done = int((jobs["status"] == "finished").sum())
+        print(f"{sweep}: {done}/{len(jobs)} finished")
+        for line, row in zip(describe(jobs), jobs.itertuples()):
+            print(f"  {'ok ' if row.status == 'finished' else '-- '}{line}")
+    if status.empty:
+        print(f"no sweep (multirun.yaml) under {root}")
+    return 0 if not status.empty and (status["status"] == "finished").all() else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

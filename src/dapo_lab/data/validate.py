@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from dapo_lab.data.example import PromptExample, WarmStartSource
 from dapo_lab.data.loaders import SHOWN_BAD_ROWS, check_on_bad_row
 from dapo_lab.models.spec import check_model_path
+from dapo_lab.trainer.evaluation import eval_metric_names
 from dapo_lab.trainer.prompts import PromptSet
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ def check_options(cfg: DictConfig, parts: dict[str, Any]) -> None:
     - ``rollout.max_model_len`` <= ``generation.max_new_tokens``: no room for any prompt;
     - ``model.name_or_path``: a local path to no folder;
     - ``model.warmstart_steps`` > 0 with a data source that offers no worked solutions;
-    - ``data.on_bad_row`` other than ``error`` or ``skip``.
+    - ``data.on_bad_row`` other than ``error`` or ``skip``;
+    - ``objective`` (the final metric a sweep optimises and ``done.json`` records) that no evaluation logs, e.g.
+      ``eval/greedy_acc`` with ``evaluation.greedy=false``: it would be NaN after hours of training.
     """
     batch, sampling, rollout = parts["batch"], parts["sampling"], parts["rollout"]
     max_new = parts["generation"].max_new_tokens
@@ -78,6 +81,12 @@ def check_options(cfg: DictConfig, parts: dict[str, Any]) -> None:
     if max_model_len is not None and max_model_len <= max_new:
         raise ValueError(f"rollout.max_model_len={max_model_len} leaves no room for a prompt beside "
                          f"generation.max_new_tokens={max_new}: raise rollout.max_model_len or lower max_response_len")
+
+    evaluation, objective = parts["evaluation"], cfg.get("objective")
+    logged = eval_metric_names(evaluation)
+    if objective is not None and objective not in logged:
+        raise ValueError(f"objective={objective} is not logged by this run's evaluation (evaluation.k="
+                         f"{evaluation.k}, evaluation.greedy={evaluation.greedy}); choose one of {logged}")
 
     model, data = cfg.model, cfg.data
     if model.get("name_or_path"):

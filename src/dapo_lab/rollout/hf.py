@@ -1,6 +1,7 @@
 """A transformers-based rollout engine: batched, KV-cached decoding that samples from the training model.
 
-It shares the policy's weights (no copy, so ``update_weights`` is a no-op) and runs its own decode loop
+By default it shares the policy's weights (no copy, so ``update_weights`` is a no-op); with ``dtype`` it decodes
+with a copy of the policy in that dtype, refreshed in place at every ``update_weights``. It runs its own decode loop
 instead of ``model.generate``: per token it does one forward with the KV cache, a softmax, and a
 multinomial draw — nothing else — and it stops as soon as every sequence has emitted EOS. Prompts are
 left-padded with explicit position ids, so padded and unpadded prompts decode identically.
@@ -8,6 +9,7 @@ left-padded with explicit position ids, so padded and unpadded prompts decode id
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ from torch import Tensor
 from dapo_lab.rollout.base import EngineBase, RolloutOutput, SamplingParams
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def _cache_kwarg(model: torch.nn.Module) -> str:
@@ -53,24 +56,70 @@ class HFEngine(EngineBase):
         attn_implementation: the attention kernel to decode with (e.g. ``"sdpa"``), switched on the model for the
             duration of ``generate`` and back afterwards, or ``None`` for the model's own. The tiny default
             trains faster with ``eager`` but decodes ~1.3× faster with ``sdpa`` on CPU.
+        dtype: ``"bf16"`` / ``"fp16"`` / ``"fp32"``: decode with a copy of the policy cast to it (true low-precision
+            weights, no per-op casts: unlike ``autocast``, faster on a CPU with bf16 units), its weights copied
+            from the policy at every ``update_weights``; ``None`` decodes with the policy itself. Its log-probs
+            are then not the trainer's: ``π_old`` is recomputed (``rollout_correction``), the gap logged as
+            ``rollout/logprob_abs_diff``, and ``rollout_correction.tis_cap`` can correct it. Needs an unsharded
+            policy (``trainer=cpu``/``cpu_ddp``/``gpu_ddp``); a sharded one decodes with vLLM.
     """
 
     max_batch: int = 256
     autocast: str | None = None
     attn_implementation: str | None = None
-    decodes_with_policy = True  # the training module itself: a sharded one is gathered around generation
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.autocast is not None and self.autocast not in _AUTOCAST:
             raise ValueError(f"rollout.autocast must be one of {sorted(_AUTOCAST)} or null, got {self.autocast!r}")
+        if self.dtype is not None and self.dtype not in _DTYPES:
+            raise ValueError(f"rollout.dtype must be one of {sorted(_DTYPES)} or null, got {self.dtype!r}")
+        if self.dtype is not None and self.autocast is not None:
+            raise ValueError(f"rollout.dtype={self.dtype} and rollout.autocast={self.autocast}: set one of them")
         if self.max_batch < 1:
             raise ValueError(f"rollout.max_batch must be >= 1, got {self.max_batch}")
+        self._copy: torch.nn.Module | None = None
 
     @property
     def logprobs_match_trainer(self) -> bool:
-        """It decodes with the training weights themselves; without an autocast of its own, in their dtype, so
-        its log-probs are ``π_old``'s (exact for the fp32 default, where the recompute runs under bf16 autocast)."""
-        return self.autocast is None
+        """It decodes with the training weights themselves; without an autocast or dtype of its own, in their
+        dtype, so its log-probs are ``π_old``'s (exact for the fp32 default, where the recompute runs under bf16
+        autocast)."""
+        return self.autocast is None and self.dtype is None
+
+    @property
+    def decodes_with_policy(self) -> bool:
+        """The training module itself (a sharded one is gathered around generation), unless it decodes a copy."""
+        return self.dtype is None
+
+    def attach(self, model: torch.nn.Module, *, eos_id: int, pad_id: int) -> None:
+        super().attach(model, eos_id=eos_id, pad_id=pad_id)
+        self._copy = None
+
+    def update_weights(self, model: torch.nn.Module) -> None:
+        """Decode ``model``'s current weights: the policy itself, or (with ``dtype``) a copy refreshed in place."""
+        self.model = model
+        if self.dtype is None:
+            return
+        if any(type(p).__name__ == "DTensor" for p in model.parameters()):
+            raise ValueError(f"rollout.dtype={self.dtype} copies the policy, which is sharded here (FSDP2): use "
+                             "rollout.dtype=null (the engine then decodes with gathered full weights) or rollout=vllm")
+        with torch.no_grad():
+            if self._copy is None:  # the first time: the whole module, its parameters cast
+                self._copy = copy.deepcopy(model).eval().requires_grad_(False)
+                for param in self._copy.parameters():
+                    # Parameters only: buffers such as the rotary inv_freq stay fp32 (in bf16 the angles of
+                    # position 100 would be off by up to ~0.2 rad).
+                    param.data = param.data.to(_DTYPES[self.dtype])
+            else:  # same names and shapes: copy the weights in place, casting on the way
+                own = dict(self._copy.named_parameters())
+                for name, param in model.named_parameters():
+                    own[name].copy_(param)
+
+    def _decoder(self) -> torch.nn.Module:
+        if self.dtype is not None and self._copy is None:
+            self.update_weights(self.model)
+        return self._copy if self.dtype is not None else self.model
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput:
@@ -95,7 +144,7 @@ class HFEngine(EngineBase):
         return next(self.model.parameters()).device
 
     def _decode(self, prompts: list[list[int]], params: SamplingParams, gen: torch.Generator | None):
-        model, device = self.model, self._device()
+        model, device = self._decoder(), self._device()
         was_training = model.training
         model.eval()
         own_attn = getattr(getattr(model, "config", None), "_attn_implementation", None)

@@ -22,6 +22,17 @@ from dapo_lab.trainer.prompts import PromptSet
 from dapo_lab.trainer.settings import EvalSettings
 
 
+def eval_metric_names(settings: EvalSettings) -> list[str]:
+    """The ``eval/*`` metrics an evaluation with these settings logs (what ``objective`` may name).
+
+    >>> eval_metric_names(EvalSettings(k=4, greedy=False))
+    ['eval/avg@4', 'eval/pass@4', 'eval/response_len_mean', 'eval/truncated_frac', 'eval/num_prompts']
+    """
+    k = settings.k
+    names = [f"eval/avg@{k}", f"eval/pass@{k}", "eval/response_len_mean", "eval/truncated_frac", "eval/num_prompts"]
+    return names + (["eval/greedy_acc"] if settings.greedy else [])
+
+
 class Evaluator:
     """Evaluates the engine's current policy on ``prompts`` (``settings``: :class:`EvalSettings`)."""
 
@@ -76,8 +87,6 @@ class Evaluator:
         correct, passed, length, truncated, greedy, n = all_reduce_sum(sums.to(device)).tolist()
         if n == 0:
             return {}
-        metrics = {f"eval/avg@{k}": correct / (n * k), f"eval/pass@{k}": passed / n,
-                   "eval/response_len_mean": length / n, "eval/truncated_frac": truncated / n, "eval/num_prompts": n}
-        if self.settings.greedy:
-            metrics["eval/greedy_acc"] = greedy / n
+        values = [correct / (n * k), passed / n, length / n, truncated / n, n] + ([greedy / n] * self.settings.greedy)
+        metrics = dict(zip(eval_metric_names(self.settings), values, strict=True))
         return {key: float(v) for key, v in metrics.items() if not math.isnan(v)}
