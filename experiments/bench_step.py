@@ -31,7 +31,7 @@ from bench_rollout import raw_decode  # noqa: E402  (a sibling script, not a pac
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PHASES = ["time/generate", "time/grade", "time/old_logprob", "time/weight_sync", "time/update", "time/step",
           "perf/rollout_tokens_per_s", "perf/update_tokens_per_s", "sampling/num_gen_batches",
-          "rollout/response_len_mean"]
+          "rollout/response_len_mean", "rollout/tokens", "train/tokens", "rollout/logprob_abs_diff"]
 
 
 def train_steps(cfg: DictConfig, out: Path) -> dict[str, float]:
@@ -82,6 +82,8 @@ def main() -> None:
     for name, value in means.items():
         print(f"| {name} | {value:,.3f} |" if value < 100 else f"| {name} | {value:,.0f} |")
     raw = next(value for name, value in means.items() if name.startswith("raw forward"))
+    if "rollout/tokens" in means and "train/tokens" in means:  # dynamic sampling's cost: tokens decoded, not trained
+        print(f"generated tokens per trained token: {means['rollout/tokens'] / means['train/tokens']:.2f}")
     if "perf/rollout_tokens_per_s" in means:
         print(f"engine in training / raw forward: {means['perf/rollout_tokens_per_s'] / raw:.2f}")
 
