@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from omegaconf import DictConfig
 
 from dapo_lab.analysis.runs import read_metrics_csv
 from dapo_lab.build import build, set_threads
+from dapo_lab.trainer.teacher_forced import response_logprobs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_rollout import raw_decode  # noqa: E402  (a sibling script, not a package)
@@ -44,8 +46,42 @@ def train_steps(cfg: DictConfig, out: Path) -> dict[str, float]:
     steps = frame.dropna(subset=["time/step"]).iloc[1:]  # the first step pays one-off allocations
     means = {name: float(steps[name].mean()) for name in PHASES if name in steps and steps[name].notna().any()}
     means["steps timed"] = float(len(steps))
+    bench_raw_update(built, cfg, means)  # first: the raw forward switches the model to the decode kernel
     bench_raw_forward(built, cfg, means)
     return means
+
+
+def bench_raw_update(built, cfg: DictConfig, means: dict[str, float]) -> None:
+    """The update's ceiling: forward + backward + clip + AdamW of the same model on one micro-batch's rows, every
+    row the run's mean prompt + mean response length (no padding), in the trainer's precision."""
+    learner = built.learner
+    rows = min(int(cfg.batch.micro_batch_size or 10**9), cfg.batch.mini_batch_prompts * cfg.batch.group_size)
+    prompt_len = round(sum(len(learner.train.ids(i)) for i in range(rows)) / rows)
+    response_len = max(1, round(means.get("rollout/response_len_mean", cfg.generation.max_new_tokens)))
+    vocab = learner.model.config.vocab_size
+    generator = torch.Generator().manual_seed(0)
+    prompts = torch.randint(3, vocab, (rows, prompt_len), generator=generator).tolist()
+    responses = torch.randint(3, vocab, (rows, response_len), generator=generator)  # [rows, R], no padding
+    model = learner.model.train()  # with the kernel it trains with (the engine restores it after decoding)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-12)
+    autocast = "bf16" in str(cfg.trainer.precision)
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logp, _ = response_logprobs(model, prompts, responses, pad_id=learner.pad_id,
+                                        temperature=cfg.generation.temperature)  # [rows, R]
+            loss = -logp.mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    one_pass()  # AdamW state, kernel caches
+    seconds = sorted(one_pass() for _ in range(5))[2]
+    means[f"raw update response tokens/s ({rows} rows x {prompt_len}+{response_len}, unpadded)"] = (
+        rows * response_len / seconds)
 
 
 def bench_raw_forward(built, cfg: DictConfig, means: dict[str, float]) -> None:
@@ -86,6 +122,9 @@ def main() -> None:
         print(f"generated tokens per trained token: {means['rollout/tokens'] / means['train/tokens']:.2f}")
     if "perf/rollout_tokens_per_s" in means:
         print(f"engine in training / raw forward: {means['perf/rollout_tokens_per_s'] / raw:.2f}")
+    update = next(value for name, value in means.items() if name.startswith("raw update"))
+    if "perf/update_tokens_per_s" in means:
+        print(f"update in training / raw update: {means['perf/update_tokens_per_s'] / update:.2f}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ def test_bench_step_reports_phases_and_the_raw_forward_ratio(tmp_path):
     raw = next(float(v.replace(",", "")) for k, v in table.items() if k.startswith("raw forward"))
     ratio = float(re.search(r"engine in training / raw forward: ([\d.]+)", done.stdout).group(1))
     assert raw > 0 and abs(ratio - float(table["perf/rollout_tokens_per_s"].replace(",", "")) / raw) < 0.01
+    update = next(float(v.replace(",", "")) for k, v in table.items() if k.startswith("raw update"))
+    fraction = float(re.search(r"update in training / raw update: ([\d.]+)", done.stdout).group(1))
+    assert update > 0 and abs(fraction - float(table["perf/update_tokens_per_s"].replace(",", "")) / update) < 0.01
 
 
 def test_bench_step_refuses_a_single_step():
