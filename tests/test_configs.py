@@ -80,6 +80,22 @@ def test_paper_scale_composes_and_validates():
     assert cfg.data.train_path.endswith("dapo-math-17k.distinct.parquet")
 
 
+@pytest.mark.parametrize("sweep, scale", [("ablation", "cpu_ablation"), ("headline", "cpu")])
+def test_sweep_directory_resolves_before_any_job_starts(sweep, scale):
+    # The basic sweeper reads hydra.sweep.dir before HydraConfig is set: a ${hydra:...} resolver there failed
+    # `python train.py -m sweep=ablation` at its start ("HydraConfig was not set"); the tests had always set the dir.
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"sweep={sweep}"], return_hydra_config=True)
+    assert cfg.hydra.sweep.dir == f"multirun/{sweep}/{scale}"
+
+
+def test_headline_sweep_runs_dapo_and_grpo_over_three_seeds_with_nine_evaluations():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["sweep=headline"], return_hydra_config=True)
+    assert (cfg.hydra.sweeper.params.experiment, cfg.hydra.sweeper.params.seed) == ("dapo,grpo", "1,2,3")
+    assert cfg.resume == "auto" and cfg.trainer.max_steps // cfg.evaluation.every + 1 >= 9
+
+
 def test_ablation_sweep_composes_every_row_at_cpu_ablation_scale():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["sweep=ablation"], return_hydra_config=True)
