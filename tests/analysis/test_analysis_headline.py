@@ -73,6 +73,13 @@ def test_command_line_prints_both_tables(runs: Path, capsys) -> None:
     assert "| seed |" in out and "| steps |" in out and "2/3" in out
 
 
+def test_command_line_writes_the_report_and_figures(runs: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    assert main([str(runs), "--out", str(tmp_path / "out")]) == 0
+    assert "2/3" in (tmp_path / "out" / "headline.md").read_text()
+    assert (tmp_path / "out" / "accuracy.png").stat().st_size > 1000
+
+
 def test_command_line_names_a_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "nope")])

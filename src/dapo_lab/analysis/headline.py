@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", default="eval/avg@4")
     parser.add_argument("--method", default="dapo")
     parser.add_argument("--baseline", default="grpo")
+    parser.add_argument("--out", help="also write headline.md and the curves' figures (seed bands; needs the "
+                                      "analysis extra) to this folder")
     args = parser.parse_args(argv)
     if not Path(args.root).is_dir():
         parser.error(f"no such directory: {args.root}")
@@ -150,7 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = headline(df, args.method, args.baseline, args.metric)
     except ValueError as err:
         parser.exit(1, f"error: {err}\n")
-    print(report(per_seed, args.metric, args.method, args.baseline))
+    text = report(per_seed, args.metric, args.method, args.baseline)
+    print(text)
+    if args.out:
+        from dapo_lab.analysis.plots import save_figures
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "headline.md").write_text(text + "\n")
+        written = save_figures(df, out)
+        print(f"wrote {out / 'headline.md'} and {', '.join(str(p) for p in written.values())}")
     return 0
 
 
