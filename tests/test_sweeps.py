@@ -161,7 +161,7 @@ def test_the_slurm_example_composes_into_an_sbatch_script(tmp_path, monkeypatch)
     assert (conf.partition, conf.gpus_per_node, conf.tasks_per_node, conf.timeout_min) == ("gpu", 1, 1, 240)
     assert (conf.cpus_per_task, conf.mem_gb, conf.max_num_timeout) == (8, 64, 3)
     fixed = OmegaConf.to_container(cfg.hydra.sweep)["dir"]  # unresolved: no timestamp, the same at every start
-    assert fixed == "multirun/ablation/${hydra:runtime.choices.scale}" and cfg.resume == "auto"
+    assert fixed == "multirun/ablation/${hydra.runtime.choices.scale}" and cfg.resume == "auto"
     # What SlurmLauncher.launch hands submitit, up to the submission itself (submitit wants an srun on PATH).
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
