@@ -104,15 +104,25 @@ def test_ablation_sweep_composes_every_row_at_cpu_ablation_scale():
     rows = params.experiment.split(",")
     assert rows == [f"ablation/{f.stem}" for f in sorted((CONF / "experiment" / "ablation").glob("*.yaml"))
                     if f.stem != "3_soft_overlong_only"]
-    assert params.seed == "1,2,3"
+    assert params.seed == "1,2,3" and list(params) == ["seed", "experiment"]  # seed outermost: whole seeds first
+    default = build_components(compose_train())
     for row in rows:
-        parts = build_components(compose_train("sweep=ablation", f"experiment={row}"))
+        cfg = compose_train("sweep=ablation", f"experiment={row}")
+        parts = build_components(cfg)
         batch = parts["batch"]
         assert (batch.group_size, batch.prompts_per_step, batch.updates_per_step) == (8, 16, 4)
         assert parts["generation"].max_new_tokens == 96 and parts["evaluation"].max_prompts == 500
-        # The settings the recorded sweep ran with, whatever the default run later moved to.
-        assert parts["generation"].temperature == 1.0 and parts["rollout_correction"].old_logprobs == "recompute"
-        assert parts["optim"].decay == "constant"
+        # The default run's training settings (where naive GRPO learns), 80 steps, 9 evaluation points.
+        for name in ("generation", "optim", "rollout_correction", "batch"):
+            assert parts[name] == default[name], name
+        assert cfg.trainer.max_steps == 80 and cfg.trainer.max_steps // parts["evaluation"].every + 1 == 9
+        assert parts["evaluation"].interim_prompts == 128
+
+
+def test_the_first_ablation_scale_still_composes_as_recorded():
+    parts = build_components(compose_train("sweep=ablation", "scale=cpu_ablation_20", "experiment=ablation/0_grpo"))
+    assert parts["generation"].temperature == 1.0 and parts["rollout_correction"].old_logprobs == "recompute"
+    assert parts["optim"].decay == "constant" and parts["evaluation"].interim_prompts is None
 
 
 def test_default_run_settings():

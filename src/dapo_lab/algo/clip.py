@@ -13,12 +13,20 @@ from torch import Tensor
 
 from dapo_lab.algo import functional as F
 
+# The paper's Figure 3: the tokens the upper clip stops are unlikely ones (probability < 0.2 under π_old).
+LOW_PROB = 0.2
+
 
 def _clip_metrics(logp: Tensor, old_logp: Tensor, low: Tensor, high: Tensor, mask: Tensor) -> dict[str, Tensor]:
     with torch.no_grad():
+        old_prob = old_logp.float().exp()  # [B, T]
         return {
             "actor/clipfrac_low": F.masked_mean(low.float(), mask),
             "actor/clipfrac_high": F.masked_mean(high.float(), mask),
+            # Token shares, so they add up over micro-batches like clipfrac_high. Divided by clipfrac_high: the share
+            # of up-clipped tokens with π_old < 0.2, and their mean π_old.
+            "actor/clipfrac_high_lowprob": F.masked_mean((high & (old_prob < LOW_PROB)).float(), mask),
+            "actor/clipprob_high": F.masked_mean(high.float() * old_prob, mask),
             # k1 estimate of KL(π_old ‖ π_θ) on the rollout's tokens: how far the update moved the policy.
             "actor/ppo_kl": F.masked_mean((old_logp - logp).float(), mask),
         }
@@ -47,6 +55,8 @@ class DecoupledClip:
     tensor([[-1.2800, -1.0000]])
     >>> metrics["actor/clipfrac_high"].item()
     0.5
+    >>> round(metrics["actor/clipprob_high"].item() / metrics["actor/clipfrac_high"].item(), 4)  # mean π_old clipped
+    0.01
     """
 
     eps_low: float = 0.2

@@ -73,9 +73,40 @@ class Evaluator:
             with self.generation_context():
                 g = self.rollout.generate(prompts, SamplingParams(0.0, 1.0, self.max_new_tokens, n=1))
             greedy = [float(c) for c in self._correct(g, truths)]
-        return [{"correct": correct[row].sum().item(), "len": lengths[row].mean().item(),
+        return [{"index": indices[row], "correct": correct[row].sum().item(), "len": lengths[row].mean().item(),
                  "truncated": truncated[row].mean().item(), "greedy": greedy[row]}
                 for row in range(len(indices)) if counted[row]]
+
+    @property
+    def interim_limit(self) -> int | None:
+        """How many prompts an interim evaluation covers (None: every evaluation is a full one)."""
+        n = self.settings.interim_prompts
+        return None if n is None or n >= len(self) else n
+
+    def runs_batch(self, batch_index: int, world: int, full: bool) -> bool:
+        """Whether batch ``batch_index`` of every rank's eval loader is generated: always in a full evaluation; in an
+        interim one when it holds a prompt below the limit on some rank (its smallest index, rank 0's first, is
+        ``batch_index · batch_prompts · world``), so all ranks decide alike and their collectives line up.
+
+        >>> ev = Evaluator(None, None, list(range(500)), EvalSettings(batch_prompts=64, interim_prompts=128), 8, None)
+        >>> [ev.runs_batch(b, world=1, full=False) for b in range(4)], ev.runs_batch(3, world=1, full=True)
+        ([True, True, False, False], True)
+        >>> [ev.runs_batch(b, world=2, full=False) for b in range(2)]  # rank 0's batch 1 starts at prompt 128
+        [True, False]
+        """
+        limit = self.interim_limit
+        return full or limit is None or batch_index * self.settings.batch_prompts * world < limit
+
+    def summarize_evaluation(self, rows: list[dict[str, float]], full: bool,
+                             device: torch.device | str = "cpu") -> dict[str, float]:
+        """What one evaluation logs: ``eval/*`` over the whole split when ``full``, and ``eval_interim/*`` over the
+        interim prompts at every evaluation (when ``interim_prompts`` is set). Every rank must call it."""
+        metrics = self.summarize(rows, device) if full else {}
+        limit = self.interim_limit
+        if limit is not None:
+            interim = self.summarize([r for r in rows if r["index"] < limit], device)
+            metrics.update({key.replace("eval/", "eval_interim/", 1): v for key, v in interim.items()})
+        return metrics
 
     def summarize(self, rows: list[dict[str, float]], device: torch.device | str = "cpu") -> dict[str, float]:
         """The ``eval/*`` metrics of the whole split: per-prompt statistics summed over this rank's ``rows`` and

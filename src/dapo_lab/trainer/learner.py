@@ -45,7 +45,14 @@ from dapo_lab.trainer.balance import micro_batches
 from dapo_lab.trainer.distributed import all_reduce_max, all_reduce_sum, global_count, rank, world_size
 from dapo_lab.trainer.evaluation import Evaluator
 from dapo_lab.trainer.groups import Group, TrainBatch, assemble, decode_responses, split_groups
-from dapo_lab.trainer.metrics import ROUND_REDUCTIONS, UPDATE_REDUCTIONS, EntropyTally, nonfinite_report, reduce_rows
+from dapo_lab.trainer.metrics import (
+    ROUND_REDUCTIONS,
+    UPDATE_REDUCTIONS,
+    EntropyTally,
+    long_response_weight,
+    nonfinite_report,
+    reduce_rows,
+)
 from dapo_lab.trainer.optimization import Optimization
 from dapo_lab.trainer.prompts import PromptSet, PromptStream
 from dapo_lab.trainer.settings import (
@@ -279,7 +286,8 @@ class DAPOLearner:
         mask = batch.response_mask  # bool [N, R]
         metrics = {"train/acc": batch.correct.float().mean().item(), "train/reward_mean": batch.rewards.mean().item(),
                    "train/token_prob_mean": F.masked_mean(old_logp.exp(), mask).item(),
-                   "train/tokens": float(batch.loss_mask.sum())}
+                   "train/tokens": float(batch.loss_mask.sum()),
+                   "train/long_response_weight": long_response_weight(self.loss, batch.loss_mask)}
         if entropy is not None:
             metrics["train/entropy"] = F.masked_mean(entropy, mask).item()
         # The engine/trainer gap on this step's own rollouts only: carried surplus groups (the global batch's first

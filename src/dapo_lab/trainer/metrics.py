@@ -7,7 +7,7 @@ maximum stays a maximum and a count stays a count; a metric without one is an er
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from math import comb
 from typing import TYPE_CHECKING, Literal
@@ -38,7 +38,8 @@ ROUND_REDUCTIONS: dict[str, Reduction] = {
 # Measured once per optimizer update (the mean over the step's updates).
 UPDATE_REDUCTIONS: dict[str, Reduction] = {
     "actor/pg_loss": "mean", "actor/kl_loss": "mean", "actor/clipfrac_low": "mean", "actor/clipfrac_high": "mean",
-    "actor/ppo_kl": "mean", "actor/grad_norm": "mean", "actor/dummy_passes": "sum", "actor/skipped_updates": "sum",
+    "actor/clipfrac_high_lowprob": "mean", "actor/clipprob_high": "mean", "actor/ppo_kl": "mean",
+    "actor/grad_norm": "mean", "actor/dummy_passes": "sum", "actor/skipped_updates": "sum",
 }
 
 
@@ -94,6 +95,27 @@ class EntropyTally:
     def add(self, entropy: Tensor, response_mask: Tensor) -> None:
         self.total += (entropy * response_mask).sum().item()
         self.tokens += response_mask.sum().item()
+
+
+def long_response_weight(aggregate: Callable[[Tensor, Tensor], Tensor], loss_mask: Tensor) -> float:
+    """The share of the loss's weight on the tokens of responses longer than the batch's median (in loss tokens):
+    what token-level loss changes (DAPO §3.3). ``aggregate(per_token [N, T], mask [N, T]) -> scalar`` is linear in
+    its first argument, so the share is ``aggregate(1 on long rows) / aggregate(1 everywhere)``. NaN for an empty
+    batch.
+
+    >>> from dapo_lab.algo.loss import SeqMeanTokenMean, TokenMean
+    >>> mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    >>> round(long_response_weight(TokenMean(), mask), 4)  # 6 of the 9 tokens: the one row longer than the median 2
+    0.6667
+    >>> round(long_response_weight(SeqMeanTokenMean(), mask), 4)  # per sample: that row is 1 of 3
+    0.3333
+    """
+    lengths = loss_mask.sum(-1)  # [N]
+    if not loss_mask.any():
+        return float("nan")
+    long = (lengths > lengths[lengths > 0].float().median())[:, None]  # bool [N, 1]
+    ones = loss_mask.float()  # [N, T]
+    return (aggregate(ones * long, loss_mask) / aggregate(ones, loss_mask)).item()
 
 
 def nonfinite_report(step: int, update: int, batch: TrainBatch, mini: Tensor, stats: Mapping[str, float],

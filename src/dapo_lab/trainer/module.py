@@ -140,12 +140,21 @@ class DAPOModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.sync_rollout_weights()
 
-    def validation_step(self, indices: Tensor, _batch_idx: int) -> None:
-        self._eval_rows += self.learner.evaluator.evaluate(indices.tolist())  # -1 (padding): run, not counted
+    def _full_evaluation(self) -> bool:
+        """The first (step 0) and the last evaluation cover the whole split; the ones between may cover a subset
+        (``evaluation.interim_prompts``)."""
+        last = self.trainer.max_steps
+        return self.global_step == 0 or (last > 0 and self.global_step >= last)
+
+    def validation_step(self, indices: Tensor, batch_idx: int) -> None:
+        evaluator = self.learner.evaluator
+        if evaluator.runs_batch(batch_idx, self.trainer.world_size, self._full_evaluation()):
+            self._eval_rows += evaluator.evaluate(indices.tolist())  # -1 (padding): run, not counted
 
     def on_validation_epoch_end(self) -> None:
         rows, self._eval_rows = self._eval_rows, []
-        metrics = self.learner.evaluator.summarize(rows, self.device)  # every rank: an all-reduce
+        # every rank: all-reduces
+        metrics = self.learner.evaluator.summarize_evaluation(rows, self._full_evaluation(), self.device)
         if metrics:
             self._log_at_step(metrics)
 

@@ -149,6 +149,11 @@ class EvalSettings:
         max_prompts: cap on the eval split (null: all of it).
         batch_prompts: prompts per generation call.
         seed: the evaluation's sampling seed (the same problems get the same draws at every eval).
+        interim_prompts: evaluations between the first (step 0) and the last cover only the split's first
+            ``interim_prompts`` prompts, logged as ``eval_interim/*``; the first and last cover the whole split and
+            log ``eval_interim/*`` from the same prompts too, so the interim curve has every point. A multiple of
+            ``batch_prompts``: the subset's prompts then get the same draws as in a full evaluation. null: every
+            evaluation covers the whole split.
     """
 
     every: int = 10
@@ -159,10 +164,14 @@ class EvalSettings:
     max_prompts: int | None = None
     batch_prompts: int = 64
     seed: int = 1234
+    interim_prompts: int | None = None
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.k < 1 or self.batch_prompts < 1:
             raise ValueError(f"eval: every, k and batch_prompts must be >= 1, got {self}")
+        if self.interim_prompts is not None and (self.interim_prompts < 1 or self.interim_prompts % self.batch_prompts):
+            raise ValueError(f"evaluation.interim_prompts must be a positive multiple of evaluation.batch_prompts "
+                             f"({self.batch_prompts}) or null, got {self.interim_prompts}")
 
 
 OLD_LOGPROBS = ("auto", "engine", "recompute")
