@@ -4,6 +4,7 @@ in a full evaluation."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pandas as pd
@@ -25,8 +26,11 @@ def _evaluations(tmp_path, *overrides: str, steps: int = 3) -> pd.DataFrame:
     return df[df.filter(like="eval").notna().any(axis=1)].groupby("step").first()
 
 
-def test_only_the_first_and_last_evaluations_cover_the_whole_split(tmp_path):
+def test_only_the_first_and_last_evaluations_cover_the_whole_split(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dapo_lab.progress")
     evals = _evaluations(tmp_path, "evaluation.interim_prompts=8")
+    said = [r.getMessage().split("  ")[0] for r in caplog.records if "eval at step" in r.getMessage()]
+    assert said == ["eval at step 0", "interim eval at step 1", "interim eval at step 2", "eval at step 3"]
     assert list(evals.index) == [0, 1, 2, 3]
     assert evals["eval/num_prompts"].notna().tolist() == [True, False, False, True]
     assert evals.loc[[0, 3], "eval/num_prompts"].tolist() == [16, 16]

@@ -125,8 +125,10 @@ class ProgressLog(L.Callback):
         log.info("  ".join(parts))
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("eval/")}
-        parts = [f"eval at step {trainer.global_step}"]
+        # A full evaluation logs eval/*; an interim one (evaluation.interim_prompts) only eval_interim/*.
+        stage = "eval/" if any(k.startswith("eval/") for k in trainer.callback_metrics) else "eval_interim/"
+        metrics = {k.replace(stage, "eval/", 1): v for k, v in trainer.callback_metrics.items() if k.startswith(stage)}
+        parts = [f"{'eval' if stage == 'eval/' else 'interim eval'} at step {trainer.global_step}"]
         for prefix, label, fmt in self.EVAL:
             name = next((k for k in metrics if k.startswith(prefix)), None)
             if name is not None:
