@@ -41,8 +41,13 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "often the upper clip binds.\n\n" + RUN_WITH.format(name="entropy")),
         ("parameters", PARAMETERS),
         ("code", LOAD.format(names="ablation_table, format_ablation, load_runs, to_markdown")),
-        ("code", 'figures = save_figures(runs, out_dir, names=["entropy"])\n'
-                 'display(Image(filename=str(figures["entropy"])))'),
+        ("code", 'figures = save_figures(runs, out_dir, names=["entropy", "clipping"])\n'
+                 'for figure in figures.values():\n'
+                 '    display(Image(filename=str(figure)))'),
+        ("md", "The paper's Figure 3 view: `actor/clipfrac_high_lowprob` is the share of tokens stopped by the upper "
+               "clip whose probability under π_old was below 0.2; its ratio to `actor/clipfrac_high` says whether the "
+               "clip binds mostly on unlikely tokens. The mechanism table (`python -m dapo_lab.analysis.mechanisms`) "
+               "gives each technique's evidence with paired seed intervals."),
         ("md", "Final entropy per configuration (mean ± 95% CI over seeds, t-distribution):"),
         ("code", 'entropy = ablation_table(runs, "train/entropy", paper={})\n'
                  "display(Markdown(to_markdown(format_ablation(entropy, floatfmt='.3f'))))"),
@@ -56,9 +61,17 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ("code", "metric = default_metric(runs)  # the first eval/avg@k\n"
                  "table, paths = write_ablation_table(runs, out_dir, metric)\n"
                  "display(Markdown(to_markdown(format_ablation(table))))"),
-        ("code", 'figures = save_figures(runs, out_dir, names=["accuracy", "response_length", "reward"])\n'
+        ("code", 'names = ["accuracy", "response_length", "reward", "mechanisms"]\n'
+                 "figures = save_figures(runs, out_dir, names=names)\n"
                  "for path in figures.values():\n"
                  "    display(Image(filename=str(path)))"),
+        ("md", "## Each technique's mechanism\n\nFor each technique, the quantity that shows what it is for, in the "
+               "row that adds it against the row it builds on: seed means ± 95% CI, the difference paired by seed, "
+               "and whether it has the paper's sign with an interval that excludes 0."),
+        ("code", "from dapo_lab.analysis.mechanisms import format_mechanisms, mechanism_table\n\n"
+                 "mechanisms = mechanism_table(runs)\n"
+                 "display(Markdown(to_markdown(format_mechanisms(mechanisms)) if not mechanisms.empty\n"
+                 "                 else 'No ablation row ran together with the row it builds on.'))"),
     ],
 }
 

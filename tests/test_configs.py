@@ -96,6 +96,25 @@ def test_headline_sweep_runs_dapo_and_grpo_over_three_seeds_with_nine_evaluation
     assert cfg.resume == "auto" and cfg.trainer.max_steps // cfg.evaluation.every + 1 >= 9
 
 
+def test_clip_higher_sweep_crosses_updates_per_step_with_both_clips_on_row_4():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["sweep=clip_higher"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert (params.seed, params["batch.mini_batch_prompts"], params.clip) == ("1,2,3", "16,4,1", "symmetric,higher")
+    assert cfg.hydra.sweep.dir == "multirun/clip_higher/cpu" and cfg.resume == "auto"
+    row4 = build_components(compose_train("experiment=ablation/4_token_loss"))
+    for mini, updates in ((16, 1), (4, 4), (1, 16)):
+        for clip, eps_high in (("symmetric", 0.2), ("higher", 0.28)):
+            parts = build_components(compose_train("sweep=clip_higher", f"batch.mini_batch_prompts={mini}",
+                                                   f"clip={clip}"))
+            assert parts["batch"].updates_per_step == updates
+            decoupled = parts["clip"].as_decoupled() if clip == "symmetric" else parts["clip"]
+            assert (decoupled.eps_low, decoupled.eps_high) == (0.2, eps_high)
+            for name in ("loss", "overlong", "sampling", "advantage", "kl"):
+                assert parts[name] == row4[name], name
+            assert parts["generation"].temperature == 1.0 and parts["evaluation"].interim_prompts == 128
+
+
 def test_ablation_sweep_composes_every_row_at_cpu_ablation_scale():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["sweep=ablation"], return_hydra_config=True)

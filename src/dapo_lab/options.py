@@ -34,7 +34,7 @@ Every option of `python train.py`, with its default and meaning. Pick a componen
 batch.group_size=16`); `python train.py --cfg job` prints the composed config. A meaning is the key's YAML
 comment, then the `Args:` entry of its `_target_` class's docstring.
 """
-_KEY = re.compile(r"^(?P<indent> *)(?P<key>\w+):(?:\s+(?P<rest>.*))?$")
+_KEY = re.compile(r"^(?P<indent> *)(?P<key>\w[\w.]*):(?:\s+(?P<rest>.*))?$")
 
 
 @dataclass

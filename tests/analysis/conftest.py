@@ -80,7 +80,10 @@ def curve_metrics(row: int, seed: int, steps: int = 3) -> dict[int, dict[str, fl
                               "train/reward_mean": v(-0.5, step), "rollout/acc": v(0.15, step),
                               "rollout/reward_mean": v(-0.6, step), "rollout/response_len_mean": 50 + v(0, step),
                               "rollout/truncated_frac": v(0.0, step), "actor/clipfrac_high": v(0.0, step) / 10,
-                              "actor/clipfrac_low": v(0.0, step) / 20})
+                              "actor/clipfrac_low": v(0.0, step) / 20,
+                              "actor/clipfrac_high_lowprob": v(0.0, step) / 12,
+                              "train/long_response_weight": v(0.4, step),
+                              "sampling/informative_group_frac": v(0.3, step)})
     return out
 
 

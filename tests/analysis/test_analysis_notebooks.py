@@ -37,8 +37,9 @@ def test_notebook_is_thin_output_free_and_generated(name):
 
 
 EXPECTED = {
-    "entropy": ["entropy.png"],
-    "accuracy": ["ablation_table.md", "ablation_table.csv", "accuracy.png", "response_length.png", "reward.png"],
+    "entropy": ["entropy.png", "clipping.png"],
+    "accuracy": ["ablation_table.md", "ablation_table.csv", "accuracy.png", "response_length.png", "reward.png",
+                 "mechanisms.png"],
 }
 
 

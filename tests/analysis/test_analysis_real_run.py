@@ -45,8 +45,9 @@ def test_real_multirun_loads_into_the_tidy_table(real_multirun):
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("entropy", {"entropy.png"}),
-    ("accuracy", {"ablation_table.md", "ablation_table.csv", "accuracy.png", "response_length.png", "reward.png"}),
+    ("entropy", {"entropy.png", "clipping.png"}),
+    ("accuracy", {"ablation_table.md", "ablation_table.csv", "accuracy.png", "response_length.png", "reward.png",
+                  "mechanisms.png"}),
 ])
 def test_notebooks_on_a_real_multirun(name, expected, real_multirun, kernel, tmp_path):
     from dapo_lab.analysis.notebooks import execute_notebook

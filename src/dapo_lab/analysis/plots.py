@@ -22,9 +22,17 @@ from dapo_lab.analysis.tables import LABELS, ORDER, curves
 # figure name -> metric patterns (fnmatch), one panel per metric present
 FIGURES: dict[str, tuple[str, ...]] = {
     "entropy": ("train/entropy", "actor/clipfrac_high", "actor/clipfrac_low"),
-    "accuracy": ("eval/avg@*", "eval/pass@*", "eval/greedy_acc", "train/acc"),
+    # eval_interim/*: every evaluation point on the interim subset (evaluation.interim_prompts); eval/*: the whole
+    # split, at the evaluations that covered it
+    "accuracy": ("eval_interim/avg@*", "eval/avg@*", "eval/pass@*", "eval_interim/greedy_acc", "eval/greedy_acc",
+                 "train/acc"),
     "response_length": ("rollout/response_len_mean", "eval/response_len_mean", "rollout/truncated_frac"),
     "reward": ("train/reward_mean", "rollout/reward_mean", "rollout/acc"),
+    # the paper's Figure 3 view: how often the upper clip binds, and on unlikely tokens (pi_old < 0.2)
+    "clipping": ("actor/clipfrac_high", "actor/clipfrac_high_lowprob", "actor/clipfrac_low", "actor/ppo_kl"),
+    # what the other techniques act on: long responses' loss weight, informative groups, filtered responses
+    "mechanisms": ("train/long_response_weight", "sampling/informative_group_frac", "overlong/filtered_frac",
+                   "sampling/num_gen_batches"),
 }
 
 
