@@ -65,3 +65,12 @@ def test_command_line_writes_the_table(runs: Path, tmp_path: Path, capsys) -> No
     assert main([str(runs), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "mechanisms.md").read_text()
     assert "Overlong filtering" in text and "-25.00 ±" in text and text.strip() in capsys.readouterr().out
+
+
+def test_a_run_that_stopped_early_is_left_out(runs: Path, make_run) -> None:
+    # seed 5 of row 0 stopped after 1 of 2 steps: its "last" would be an earlier value; without it seed 5 is unpaired
+    make_run(runs / "r0s5", ROW0, 5, metrics([0.9], [0.0], [9.0]))
+    make_run(runs / "r1s5", ROW1, 5, metrics([0.1, 0.1], [0.1, 0.1], [1.0, 1.0]))
+    values = run_values(load_runs(runs), EVIDENCE[0])
+    assert (ROW0, 5) not in values.index and (ROW1, 5) in values.index
+    assert mechanism_table(load_runs(runs), [EVIDENCE[0]]).iloc[0]["n"] == 3

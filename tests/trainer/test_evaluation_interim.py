@@ -58,3 +58,19 @@ def test_with_a_frozen_policy_every_interim_evaluation_sees_the_same_draws(tmp_p
 def test_an_interim_size_that_is_not_a_multiple_of_the_batch_is_refused(interim):
     with pytest.raises(ValueError, match="evaluation.interim_prompts must be a positive multiple"):
         EvalSettings(batch_prompts=4, interim_prompts=interim)
+
+
+@pytest.mark.parametrize("step, max_steps, should_stop, full", [
+    (0, 80, False, True),    # the starting point
+    (40, 80, False, False),  # between: the interim subset
+    (80, 80, False, True),   # the last step
+    (20, 80, True, True),    # training stopped early (non-finite updates): Lightning's last evaluation
+    (40, -1, False, True),   # no max_steps: no known last step, so every evaluation is full
+])
+def test_which_evaluations_are_full(step, max_steps, should_stop, full):
+    from types import SimpleNamespace
+
+    from dapo_lab.trainer.module import DAPOModule
+
+    module = SimpleNamespace(global_step=step, trainer=SimpleNamespace(max_steps=max_steps, should_stop=should_stop))
+    assert DAPOModule._full_evaluation(module) is full

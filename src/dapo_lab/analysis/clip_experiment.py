@@ -46,9 +46,9 @@ def evidence_for(updates: int) -> list[Evidence]:
         Evidence(technique, row, base, "upper clip binds (% of tokens)", column("actor/clipfrac_high"), "mean", -1,
                  100.0),
         Evidence(technique, row, base, "up-clipped tokens with π_old < 0.2 (% of them)",
-                 ratio("actor/clipfrac_high_lowprob", "actor/clipfrac_high"), "mean", 1, 100.0),
+                 ratio("actor/clipfrac_high_lowprob", "actor/clipfrac_high"), "last", 1, 100.0),
         Evidence(technique, row, base, "mean π_old of up-clipped tokens", ratio("actor/clipprob_high",
-                                                                                 "actor/clipfrac_high"), "mean", -1),
+                                                                                 "actor/clipfrac_high"), "last", -1),
         Evidence(technique, row, base, "final avg@4 (%)", column("eval/avg@4"), "last", 1, 100.0),
     ]
 

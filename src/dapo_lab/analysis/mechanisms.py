@@ -34,9 +34,15 @@ def column(name: str) -> PerStep:
 
 
 def ratio(numerator: str, denominator: str) -> PerStep:
-    """``numerator / denominator`` per step (NaN where the denominator is 0 or missing)."""
+    """``Σ numerator / Σ denominator`` over the steps so far, at each step (NaN while the denominator's sum is 0): a
+    step with one clipped token weighs no more than its share, unlike a mean of per-step ratios.
+
+    >>> wide = pd.DataFrame({"a": [0.0, 1.0, 3.0], "b": [0.0, 2.0, 2.0]})
+    >>> ratio("a", "b")(wide).tolist()
+    [nan, 0.5, 1.0]
+    """
     def per_step(wide: pd.DataFrame) -> pd.Series:
-        num, den = column(numerator)(wide), column(denominator)(wide)
+        num, den = column(numerator)(wide).fillna(0.0).cumsum(), column(denominator)(wide).fillna(0.0).cumsum()
         return num / den.where(den != 0)
     return per_step
 
@@ -84,7 +90,7 @@ EVIDENCE: tuple[Evidence, ...] = (
              "upper clip binds (% of tokens)", column("actor/clipfrac_high"), "mean", -1, 100.0),
     Evidence("Clip-Higher", "ablation/2_clip_higher", "ablation/1_overlong_filter",
              "up-clipped tokens with π_old < 0.2 (% of them)",
-             ratio("actor/clipfrac_high_lowprob", "actor/clipfrac_high"), "mean", 1, 100.0),
+             ratio("actor/clipfrac_high_lowprob", "actor/clipfrac_high"), "last", 1, 100.0),
     Evidence("Soft overlong punishment", "ablation/3_soft_overlong", "ablation/2_clip_higher",
              "truncation rate of rollouts, second half (%)", column("rollout/truncated_frac"), "late", -1, 100.0),
     Evidence("Soft overlong punishment", "ablation/3_soft_overlong", "ablation/2_clip_higher",
@@ -96,7 +102,7 @@ EVIDENCE: tuple[Evidence, ...] = (
              "policy entropy, second half (nats/token)", column("train/entropy"), "late", 1),
     Evidence("Dynamic sampling", "ablation/5_dapo", "ablation/4_token_loss",
              "informative groups among those trained on (%)",
-             ratio("sampling/informative_group_frac", "sampling/kept_group_frac"), "mean", 1, 100.0),
+             ratio("sampling/informative_group_frac", "sampling/kept_group_frac"), "last", 1, 100.0),
     Evidence("Dynamic sampling", "ablation/5_dapo", "ablation/4_token_loss",
              "final avg@4 (%)", column("eval/avg@4"), "last", 1, 100.0),
     Evidence("Dynamic sampling", "ablation/5_dapo", "ablation/4_token_loss",
@@ -119,10 +125,17 @@ def gain_per_token(wide: pd.DataFrame, metric: str) -> pd.Series:
 
 
 def run_values(df: pd.DataFrame, evidence: Evidence, by: str = "experiment") -> pd.Series:
-    """One number per seed for ``evidence``'s ``row`` and ``base``: a Series indexed by ``(config, seed)``."""
+    """One number per seed for ``evidence``'s ``row`` and ``base``: a Series indexed by ``(config, seed)``. A run that
+    stopped before the others (an unfinished job of a sweep) is left out: its "last" value would be an earlier
+    evaluation (with ``evaluation.interim_prompts``, step 0's) and its "late" half an earlier span."""
+    both = df[df[by].isin([evidence.row, evidence.base])]
+    if both.empty:
+        return pd.Series(dtype=float)
+    end = both["step"].max()
     out = {}
-    for (config, seed, _run), runs in df[df[by].isin([evidence.row, evidence.base])].groupby(
-            [by, "seed", "run"], sort=True):
+    for (config, seed, _run), runs in both.groupby([by, "seed", "run"], sort=True):
+        if runs["step"].max() < end:
+            continue
         wide = runs.pivot_table(index="step", columns="metric", values="value", aggfunc="last").sort_index()
         series = evidence.per_step(wide).dropna()
         if series.empty:

@@ -142,9 +142,10 @@ class DAPOModule(L.LightningModule):
 
     def _full_evaluation(self) -> bool:
         """The first (step 0) and the last evaluation cover the whole split; the ones between may cover a subset
-        (``evaluation.interim_prompts``)."""
+        (``evaluation.interim_prompts``). The last is the one at ``max_steps``, or the one Lightning runs when training
+        stops early; a run without ``max_steps`` has no known last step, so all of its evaluations are full."""
         last = self.trainer.max_steps
-        return self.global_step == 0 or (last > 0 and self.global_step >= last)
+        return self.global_step == 0 or last <= 0 or self.global_step >= last or self.trainer.should_stop
 
     def validation_step(self, indices: Tensor, batch_idx: int) -> None:
         evaluator = self.learner.evaluator
