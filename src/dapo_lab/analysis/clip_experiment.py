@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dapo_lab.analysis.mechanisms import Evidence, column, format_mechanisms, mechanism_table, ratio
-from dapo_lab.analysis.tables import to_markdown
+from dapo_lab.analysis.mechanisms import Evidence, column, mechanism_table, print_and_write, ratio
 
 
 def with_settings(df: pd.DataFrame) -> pd.DataFrame:
@@ -72,13 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if table.empty:
         print(f"no setting ran with both clips under {args.runs_dir}", file=sys.stderr)
         return 1
-    text = to_markdown(format_mechanisms(table))
-    print(text)
+    print_and_write(table, args.out, "clip_higher")
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "clip_higher.md").write_text(text + "\n")
-        table.to_csv(out / "clip_higher.csv", index=False)
         from dapo_lab.analysis.plots import figure, match_metrics
 
         runs = with_settings(df)

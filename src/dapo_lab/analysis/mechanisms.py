@@ -213,14 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     if table.empty:
         print(f"no ablation row and its base both ran under {args.runs_dir}", file=sys.stderr)
         return 1
+    print_and_write(table, args.out, "mechanisms")
+    return 0
+
+
+def print_and_write(table: pd.DataFrame, out_dir: str | None, name: str) -> None:
+    """Print ``table`` for reading and, with ``out_dir``, write ``<name>.md`` and ``<name>.csv`` there."""
     text = to_markdown(format_mechanisms(table))
     print(text)
-    if args.out:
-        out = Path(args.out)
+    if out_dir:
+        out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "mechanisms.md").write_text(text + "\n")
-        table.to_csv(out / "mechanisms.csv", index=False)
-    return 0
+        (out / f"{name}.md").write_text(text + "\n")
+        table.to_csv(out / f"{name}.csv", index=False)
 
 
 if __name__ == "__main__":
