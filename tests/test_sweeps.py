@@ -227,3 +227,19 @@ def test_the_completion_marker_skips_only_a_finished_run_resumed_as_it_was(tmp_p
     launch.finish(cfg, tmp_path, {"eval/greedy_acc": 0.25})
     assert launch.finished_objective(OmegaConf.merge(cfg, {"resume": None}), tmp_path) is None  # starts over
     assert not (tmp_path / "done.json").exists()
+
+
+def test_resume_auto_refuses_a_run_directory_that_trained_other_settings(tmp_path):
+    recorded = OmegaConf.create({"resume": "auto", "seed": 1, "threads": 2, "clip": {"eps_high": 0.28},
+                                 "model": {"cache_dir": "/a"}, "data": {"train_path": "/x.parquet"},
+                                 "trainer": {"max_steps": 20}})
+    launch.check_resumed_settings(recorded, tmp_path)  # a fresh directory: nothing recorded, nothing to compare
+    OmegaConf.save(recorded, tmp_path / "resolved_config.yaml")
+    # Another machine, thread count, cache, data copy or a longer run: the same experiment, it continues.
+    moved = OmegaConf.merge(recorded, {"threads": 8, "model": {"cache_dir": "/b"}, "data": {"train_path": "/y"},
+                                       "trainer": {"max_steps": 80}})
+    launch.check_resumed_settings(moved, tmp_path)
+    edited = OmegaConf.merge(recorded, {"clip": {"eps_high": 0.2}, "seed": 2})
+    with pytest.raises(ValueError, match=r"other settings \(clip.eps_high: 0.28 -> 0.2; seed: 1 -> 2\)"):
+        launch.check_resumed_settings(edited, tmp_path)
+    launch.check_resumed_settings(OmegaConf.merge(edited, {"resume": None}), tmp_path)  # starting over is allowed

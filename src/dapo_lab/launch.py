@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,8 @@ def _max_steps(cfg: DictConfig) -> int | None:
 def finished_objective(cfg: DictConfig, out: Path) -> float | None:
     """The objective a finished run recorded in ``<out>/done.json`` when ``resume=auto`` (a re-run of a finished
     command has nothing to redo), else None: the run trains. A finished run asked to go further (a larger
-    ``trainer.max_steps``) is not skipped: it continues from its newest checkpoint. Only the step count is compared:
-    environment-dependent paths (data, cache) may differ between machines, and any other change resumed from the
-    last checkpoint would train nothing more anyway. A run that trains drops the old marker first, so a marker
+    ``trainer.max_steps``) is not skipped: it continues from its newest checkpoint. Any other change of settings
+    was refused before (:func:`check_resumed_settings`). A run that trains drops the old marker first, so a marker
     always belongs to the training that wrote the metrics beside it."""
     marker = out / DONE
     if str(cfg.get("resume")) == "auto" and marker.is_file():
@@ -174,6 +173,55 @@ def finished_objective(cfg: DictConfig, out: Path) -> float | None:
     if _is_rank_zero():
         marker.unlink(missing_ok=True)
     return None
+
+
+# Where and how a job runs, not what it trains: free to differ when a run directory is resumed (another machine,
+# another GPU slot, a longer run). Keys named ``*path`` or ``*dir`` (data files, model folders, caches) too.
+_RUN_PLACE_KEYS = {"threads", "resume", "sweep_gpus", "jobs_per_gpu", "output_dir", "reward.workers",
+                   "trainer.max_steps", "trainer.enable_progress_bar", "trainer.accelerator", "trainer.devices",
+                   "trainer.num_nodes"}
+
+
+def _flat(node: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def changed_settings(before: DictConfig, now: DictConfig) -> dict[str, tuple[object, object]]:
+    """The training settings that differ between a run directory's recorded config and this command's:
+    ``{key: (before, now)}``, leaving out where and how the job runs (threads, GPU slots, paths, the step count).
+
+    >>> from omegaconf import OmegaConf
+    >>> a = OmegaConf.create({"seed": 1, "threads": 2, "clip": {"eps_high": 0.28}, "model": {"cache_dir": "/a"}})
+    >>> changed_settings(a, OmegaConf.merge(a, {"threads": 8, "model": {"cache_dir": "/b"}}))
+    {}
+    >>> changed_settings(a, OmegaConf.merge(a, {"clip": {"eps_high": 0.2}, "batch": {"group_size": 8}}))
+    {'clip.eps_high': (0.28, 0.2)}
+
+    A key the recorded config lacks (``batch.group_size`` above) is an option added by a newer dapo-lab, at its
+    default; one it has that this command lacks is a change.
+    """
+    old = _flat(OmegaConf.to_container(before, resolve=True))
+    new = _flat(OmegaConf.to_container(now, resolve=True))
+    return {key: (old[key], new.get(key, "<absent>")) for key in sorted(old)
+            if old[key] != new.get(key, "<absent>") and key not in _RUN_PLACE_KEYS
+            and not key.rsplit(".", 1)[-1].endswith(("path", "dir"))}
+
+
+def check_resumed_settings(cfg: DictConfig, out: Path) -> None:
+    """With ``resume=auto``, refuse to continue (or to skip as finished) a run directory whose recorded
+    ``resolved_config.yaml`` trained other settings: a re-run sweep with an edited sweep file, or a scale changed
+    under the same sweep folder, would otherwise silently mix two experiments in one run. Raises ``ValueError``
+    naming every changed key."""
+    recorded = out / "resolved_config.yaml"
+    if str(cfg.get("resume")) != "auto" or not recorded.is_file():
+        return
+    changed = changed_settings(OmegaConf.load(recorded), cfg)
+    if changed:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+        raise ValueError(f"resume=auto: {out} holds a run trained with other settings ({listed}). Use a new "
+                         f"output or sweep directory, or resume=null to start this one over.")
 
 
 def finish(cfg: DictConfig, out: Path, final: dict[str, float], write: bool = True) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dapo_lab.build import build, set_threads
-from dapo_lab.launch import claim_gpu, export_slurm_ranks, finish, finished_objective
+from dapo_lab.launch import check_resumed_settings, claim_gpu, export_slurm_ranks, finish, finished_objective
 from dapo_lab.trainer.checkpoints import checkpoint_step, latest_checkpoint, save_policy
 from dapo_lab.trainer.logs import csv_path, quiet_third_party, truncate_metrics
 
@@ -43,6 +43,7 @@ def main(cfg: DictConfig) -> float:
     export_slurm_ranks()  # srun's tasks: torchrun's rank variables, before anything asks "am I rank 0?"
     set_threads(cfg.get("threads"))
     out = _output_dir(cfg)
+    check_resumed_settings(cfg, out)  # resume=auto continues only the experiment this directory holds
     if (done := finished_objective(cfg, out)) is not None:  # resume=auto on a finished run (a re-run sweep)
         return done
     claim_gpu(cfg, out)  # sweep_gpus: one GPU of the machine per job process, before anything touches CUDA
