@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from dapo_lab.analysis.runs import read_metrics_csv
 from dapo_lab.build import build, set_threads
+from dapo_lab.rollout.hf import _cache_kwarg
 from dapo_lab.trainer.teacher_forced import response_logprobs
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -48,6 +49,8 @@ def train_steps(cfg: DictConfig, out: Path) -> dict[str, float]:
     means["steps timed"] = float(len(steps))
     bench_raw_update(built, cfg, means)  # first: the raw forward switches the model to the decode kernel
     bench_raw_forward(built, cfg, means)
+    if hasattr(built.learner.rollout, "attn_implementation"):  # the HF engine (vLLM's runs in another process)
+        bench_round(built, cfg, means)
     return means
 
 
@@ -101,6 +104,56 @@ def bench_raw_forward(built, cfg: DictConfig, means: dict[str, float]) -> None:
     means[f"raw forward tokens/s ({rows} rows x {new}, fp32, {kernel or 'own'} attention)"] = rows * new / seconds
 
 
+def replay_decode(model, prompts: torch.Tensor, lengths: list[int]) -> float:
+    """Seconds for raw cached forwards that do exactly one round's work: ``prompts`` ``[B, P]`` prefilled, then
+    row ``b`` decoded for ``lengths[b]`` tokens, each row leaving the batch (and its cache) the step it ends. The
+    ideal decoder of that round, with no sampling, bookkeeping or padding mask: a same-shape ceiling."""
+    order = sorted(range(len(lengths)), key=lambda b: -lengths[b])  # longest first: a finished row is a suffix
+    ends = [lengths[b] for b in order]
+    with torch.no_grad():
+        name = _cache_kwarg(model)
+        start = time.perf_counter()
+        out = model(input_ids=prompts[order], use_cache=True, logits_to_keep=1)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)  # [b, 1]
+        live = len(order)
+        for step in range(1, ends[0]):
+            still = sum(end > step for end in ends)  # rows with a token left to produce at this step
+            cache = getattr(out, name)
+            if still < live:
+                cache.batch_select_indices(torch.arange(still))
+                token, live = token[:still], still
+            out = model(input_ids=token, use_cache=True, **{name: cache})
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+        return time.perf_counter() - start
+
+
+def bench_round(built, cfg: DictConfig, means: dict[str, float]) -> None:
+    """One seeded generation round with the engine, then :func:`replay_decode` of the same round's shape (prompts
+    cut to the shortest, the engine's response lengths): the engine's tokens/s against the ideal decoder's."""
+    from dapo_lab.rollout import SamplingParams
+
+    learner = built.learner
+    prompts = [learner.train.ids(i) for i in range(cfg.batch.gen_prompts)]
+    params = SamplingParams(temperature=cfg.generation.temperature, top_p=cfg.generation.top_p,
+                            max_new_tokens=cfg.generation.max_new_tokens, n=cfg.batch.group_size, seed=0)
+    learner.rollout.update_weights(learner.model)
+    learner.rollout.generate(prompts[:2], params)  # warm-up
+    start = time.perf_counter()
+    out = learner.rollout.generate(prompts, params)
+    engine_seconds = time.perf_counter() - start
+    lengths = out.lengths.tolist()
+    width = min(len(p) for p in prompts)
+    batch = torch.tensor([p[:width] for p in out.prompt_ids])  # [N, P]
+    model = learner.model.eval()
+    kernel = getattr(learner.rollout, "attn_implementation", None)
+    if kernel is not None:
+        model.set_attn_implementation(kernel)
+    replay_seconds = sorted(replay_decode(model, batch, lengths) for _ in range(3))[1]
+    tokens = sum(lengths)
+    means["engine round tokens/s (one seeded round)"] = tokens / engine_seconds
+    means[f"replayed round tokens/s (same shape, {len(lengths)} rows, {tokens} tokens)"] = tokens / replay_seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -122,6 +175,10 @@ def main() -> None:
         print(f"generated tokens per trained token: {means['rollout/tokens'] / means['train/tokens']:.2f}")
     if "perf/rollout_tokens_per_s" in means:
         print(f"engine in training / raw forward: {means['perf/rollout_tokens_per_s'] / raw:.2f}")
+    replayed = [value for name, value in means.items() if name.startswith("replayed round")]
+    if replayed:
+        engine = means["engine round tokens/s (one seeded round)"]
+        print(f"engine round / replayed same-shape round: {engine / replayed[0]:.2f}")
     update = next(value for name, value in means.items() if name.startswith("raw update"))
     if "perf/update_tokens_per_s" in means:
         print(f"update in training / raw update: {means['perf/update_tokens_per_s'] / update:.2f}")

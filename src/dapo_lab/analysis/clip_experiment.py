@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dapo_lab.analysis.mechanisms import Evidence, column, mechanism_table, print_and_write, ratio
+from dapo_lab.analysis.mechanisms import Evidence, PerStep, column, mechanism_table, print_and_write, ratio
 
 
 def with_settings(df: pd.DataFrame) -> pd.DataFrame:
@@ -36,12 +36,29 @@ def with_settings(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def change_from_start(name: str, window: int = 10) -> PerStep:
+    """A metric's mean over the last ``window`` steps so far, as a % change from its mean over the run's first
+    ``window`` steps: how far entropy has fallen (collapse) or risen since the start, at each step.
+
+    >>> wide = pd.DataFrame({"e": [0.2, 0.2, 0.1, 0.1]})
+    >>> change_from_start("e", window=2)(wide).round(6).tolist()
+    [nan, 0.0, -25.0, -50.0]
+    """
+    def per_step(wide: pd.DataFrame) -> pd.Series:
+        values = column(name)(wide)
+        start = values.dropna().iloc[:window].mean()
+        return 100.0 * (values.rolling(window, min_periods=window).mean() / start - 1.0)
+    return per_step
+
+
 def evidence_for(updates: int) -> list[Evidence]:
     """Clip-Higher against the symmetric clip at ``updates`` updates per step: what the clip does and what it is for."""
     row, base = f"{updates} updates/higher", f"{updates} updates/symmetric"
     technique = f"Clip-Higher, {updates} update{'s' if updates != 1 else ''}/step"
     return [
         Evidence(technique, row, base, "policy entropy, second half (nats/token)", column("train/entropy"), "late", 1),
+        Evidence(technique, row, base, "entropy change, last 10 vs first 10 steps (%)",
+                 change_from_start("train/entropy"), "last", 1),
         Evidence(technique, row, base, "upper clip binds (% of tokens)", column("actor/clipfrac_high"), "mean", -1,
                  100.0),
         Evidence(technique, row, base, "up-clipped tokens with π_old < 0.2 (% of them)",
