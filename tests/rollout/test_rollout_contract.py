@@ -31,11 +31,13 @@ from dapo_lab.trainer.teacher_forced import response_logprobs
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 # The suite's engine list. hf_sdpa: the transformers engine decoding with sdpa attention on a model built (and
 # trained) with eager; hf_copy: decoding with its own copy of the policy (rollout.dtype, here fp32 so that the
-# contract's exact checks apply; bf16 below).
+# contract's exact checks apply; bf16 below); hf_model_cache: with transformers' own growing KV cache instead of the
+# engine's preallocated one.
 ENGINE_FACTORIES = {
     "hf": (HFEngine, {}),
     "hf_sdpa": (HFEngine, {"attn_implementation": "sdpa"}),
     "hf_copy": (HFEngine, {"dtype": "fp32"}),
+    "hf_model_cache": (HFEngine, {"attn_implementation": "sdpa", "preallocate_cache": False}),
     "vllm": (VLLMEngine, {"dtype": "float32", "kv_cache_memory_bytes": 64 * 2**20}),
 }
 NEEDS = {"vllm": pytest.mark.skipif(not HAVE_VLLM,
@@ -366,3 +368,15 @@ def test_a_decode_dtype_is_checked():
         HFEngine(dtype="int8")
     with pytest.raises(ValueError, match="rollout.dtype=bf16 and rollout.autocast=bf16: set one of them"):
         HFEngine(dtype="bf16", autocast="bf16")
+
+
+def test_the_preallocated_kv_cache_decodes_exactly_as_transformers_cache(engines, prompts):
+    """Sampled rounds where rows end early and leave the batch (and the cache) at different steps: the engine's own
+    cache and transformers' cache give the same tokens and the same log-probs, bit for bit."""
+    params = SamplingParams(temperature=1.0, max_new_tokens=24, n=8, seed=11)
+    own, model_cache = engines("hf_sdpa").generate(prompts, params), engines("hf_model_cache").generate(prompts,
+                                                                                                      params)
+    lengths = own.lengths
+    assert lengths.min() < 12 and own.truncated.any()  # rows did leave the batch early, and others ran to the end
+    assert torch.equal(own.response_ids, model_cache.response_ids)
+    assert torch.equal(own.logprobs, model_cache.logprobs) and torch.equal(own.truncated, model_cache.truncated)

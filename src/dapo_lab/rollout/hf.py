@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from dapo_lab.rollout.base import EngineBase, RolloutOutput, SamplingParams
+from dapo_lab.rollout.kv_cache import preallocated_cache
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -63,12 +64,15 @@ class HFEngine(EngineBase):
             are then not the trainer's: ``π_old`` is recomputed (``rollout_correction``), the gap logged as
             ``rollout/logprob_abs_diff``, and ``rollout_correction.tis_cap`` can correct it. Needs an unsharded
             policy (``trainer=cpu``/``cpu_ddp``/``gpu_ddp``); a sharded one decodes with vLLM.
+        preallocate_cache: decode into a KV cache allocated once per call (``rollout/kv_cache.py``) instead of
+            transformers' cache, which copies itself at every step; ``false`` for the model's own cache.
     """
 
     max_batch: int = 256
     autocast: str | None = None
     attn_implementation: str | None = None
     dtype: str | None = None
+    preallocate_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.autocast is not None and self.autocast not in _AUTOCAST:
@@ -172,9 +176,12 @@ class HFEngine(EngineBase):
                else torch.autocast(device.type, enabled=False))
         try:
             with ctx:
-                out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True,
-                            logits_to_keep=1)
                 cache_name = _cache_kwarg(model)
+                # Buffers for the prompt and every new token, filled in place (no per-step copy of the cache), where
+                # transformers allows; else the model's own growing cache.
+                own_cache = preallocated_cache(ids.shape[1] + max_new) if self.preallocate_cache else None
+                out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True,
+                            logits_to_keep=1, **({cache_name: own_cache} if own_cache is not None else {}))
                 cache, last_pos = getattr(out, cache_name), positions[:, -1:]
                 for step in range(max_new):
                     token, token_logp = self._sample(out.logits[:, -1].float(), params, gen)  # [b], [b]
