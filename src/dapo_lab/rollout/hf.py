@@ -179,7 +179,9 @@ class HFEngine(EngineBase):
                 cache_name = _cache_kwarg(model)
                 # Buffers for the prompt and every new token, filled in place (no per-step copy of the cache), where
                 # transformers allows; else the model's own growing cache.
-                own_cache = preallocated_cache(ids.shape[1] + max_new) if self.preallocate_cache else None
+                # (Full attention only: a model with sliding-window layers keeps its own cache, which trims them.)
+                full = all(kind == "full_attention" for kind in getattr(model.config, "layer_types", None) or [])
+                own_cache = preallocated_cache(ids.shape[1] + max_new) if self.preallocate_cache and full else None
                 out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True,
                             logits_to_keep=1, **({cache_name: own_cache} if own_cache is not None else {}))
                 cache, last_pos = getattr(out, cache_name), positions[:, -1:]
