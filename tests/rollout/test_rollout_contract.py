@@ -32,10 +32,11 @@ HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 # The suite's engine list. hf_sdpa: the transformers engine decoding with sdpa attention on a model built (and
 # trained) with eager; hf_copy: decoding with its own copy of the policy (rollout.dtype, here fp32 so that the
 # contract's exact checks apply; bf16 below); hf_model_cache: with transformers' own growing KV cache instead of the
-# engine's preallocated one.
+# engine's preallocated one; hf_grouped: the grouped-query decode kernel (conf/rollout/hf.yaml's default).
 ENGINE_FACTORIES = {
     "hf": (HFEngine, {}),
     "hf_sdpa": (HFEngine, {"attn_implementation": "sdpa"}),
+    "hf_grouped": (HFEngine, {"attn_implementation": "grouped"}),
     "hf_copy": (HFEngine, {"dtype": "fp32"}),
     "hf_model_cache": (HFEngine, {"attn_implementation": "sdpa", "preallocate_cache": False}),
     "vllm": (VLLMEngine, {"dtype": "float32", "kv_cache_memory_bytes": 64 * 2**20}),
@@ -165,10 +166,11 @@ def test_greedy_tokens_equal_transformers(engines, policy, prompts, name):
     assert rows(out) == transformers_greedy(model, prompts, tok.eos_token_id)
 
 
-def test_decode_attention_switch_is_undone(engines, policy, prompts):
+@pytest.mark.parametrize("name", ["hf_sdpa", "hf_grouped"])
+def test_decode_attention_switch_is_undone(engines, policy, prompts, name):
     model, _ = policy
     assert model.config._attn_implementation == "eager"
-    out = engines("hf_sdpa").generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=8, n=2, seed=3))
+    out = engines(name).generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=8, n=2, seed=3))
     assert out.response_mask.any()
     assert model.config._attn_implementation == "eager"
 
@@ -380,3 +382,32 @@ def test_the_preallocated_kv_cache_decodes_exactly_as_transformers_cache(engines
     assert lengths.min() < 12 and own.truncated.any()  # rows did leave the batch early, and others ran to the end
     assert torch.equal(own.response_ids, model_cache.response_ids)
     assert torch.equal(own.logprobs, model_cache.logprobs) and torch.equal(own.truncated, model_cache.truncated)
+
+
+def test_the_grouped_kernel_decodes_as_sdpa(engines, prompts):
+    """Left-padded prompts of different lengths, rows leaving the batch early: the grouped decode kernel samples the
+    same tokens as sdpa, its log-probs within fp32 reduction-order error."""
+    params = SamplingParams(temperature=1.0, max_new_tokens=24, n=8, seed=11)
+    grouped, sdpa = engines("hf_grouped").generate(prompts, params), engines("hf_sdpa").generate(prompts, params)
+    assert len({len(p) for p in prompts}) > 2 and grouped.lengths.min() < 12 and grouped.truncated.any()
+    assert torch.equal(grouped.response_ids, sdpa.response_ids) and torch.equal(grouped.truncated, sdpa.truncated)
+    assert (grouped.logprobs - sdpa.logprobs).abs().max() < 1e-5
+
+
+def test_the_grouped_kernel_falls_back_to_sdpa_for_sliding_windows(prompts):
+    """A model with a sliding-window layer decodes with sdpa (the kernel's mask has no window): the same tokens."""
+    from transformers import AutoModelForCausalLM
+
+    full, tok = build_tiny(seed=0, **DIMS)
+    config = copy.deepcopy(full.config)
+    config.layer_types = ["sliding_attention", "full_attention"]
+    config.sliding_window, config.use_sliding_window = 4, True
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(full.state_dict())
+    outs = []
+    for kernel in ("grouped", "sdpa"):
+        engine = HFEngine(attn_implementation=kernel)
+        engine.attach(model.eval(), eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+        outs.append(engine.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=10, n=2, seed=2)))
+    assert torch.equal(outs[0].response_ids, outs[1].response_ids)
+    assert torch.equal(outs[0].logprobs, outs[1].logprobs)
