@@ -102,8 +102,10 @@ def test_training_setup_reads_the_strategy_node():
 
 
 def test_micro_batch_rows():
-    cfg = compose([])
-    assert micro_rows(cfg, 158) == (32, "a rank's mini-batch (mini_batch_prompts × group_size)")
+    cfg = compose([])  # the default's budget of 2600 tokens: 16 rows of 158 (a plan takes every row at full length)
+    assert micro_rows(cfg, 158) == (16, "batch.max_tokens_per_micro_batch // (P + R)")
+    assert micro_rows(compose(["batch.max_tokens_per_micro_batch=null"]), 158) == (
+        32, "a rank's mini-batch (mini_batch_prompts × group_size)")
     assert micro_rows(compose(["batch.max_tokens_per_micro_batch=1000"]), 158)[0] == 6
     assert micro_rows(compose(["scale=paper"]), 22528)[0] == 4
 

@@ -179,7 +179,10 @@ def finished_objective(cfg: DictConfig, out: Path) -> float | None:
 # another GPU slot, a longer run). Keys named ``*path`` or ``*dir`` (data files, model folders, caches) too.
 _RUN_PLACE_KEYS = {"threads", "resume", "sweep_gpus", "jobs_per_gpu", "output_dir", "reward.workers",
                    "trainer.max_steps", "trainer.enable_progress_bar", "trainer.accelerator", "trainer.devices",
-                   "trainer.num_nodes"}
+                   "trainer.num_nodes",
+                   # kernels and pass sizes: the same math, computed faster (a newer default may differ)
+                   "rollout.attn_implementation", "rollout.preallocate_cache", "rollout.max_batch",
+                   "batch.micro_batch_size", "batch.max_tokens_per_micro_batch", "batch.logprob_chunk_tokens"}
 
 
 def _flat(node: object, prefix: str = "") -> dict[str, object]:
