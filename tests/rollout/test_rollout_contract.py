@@ -32,11 +32,12 @@ HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 # The suite's engine list. hf_sdpa: the transformers engine decoding with sdpa attention on a model built (and
 # trained) with eager; hf_copy: decoding with its own copy of the policy (rollout.dtype, here fp32 so that the
 # contract's exact checks apply; bf16 below); hf_model_cache: with transformers' own growing KV cache instead of the
-# engine's preallocated one; hf_grouped: the grouped-query decode kernel (conf/rollout/hf.yaml's default).
+# engine's preallocated one; hf_grouped: the grouped-query decode kernel through the model's forward; hf: the
+# defaults, decode steps computed from the weights (rollout/direct_decode.py).
 ENGINE_FACTORIES = {
     "hf": (HFEngine, {}),
-    "hf_sdpa": (HFEngine, {"attn_implementation": "sdpa"}),
-    "hf_grouped": (HFEngine, {"attn_implementation": "grouped"}),
+    "hf_sdpa": (HFEngine, {"attn_implementation": "sdpa", "direct_decode": False}),
+    "hf_grouped": (HFEngine, {"attn_implementation": "grouped", "direct_decode": False}),
     "hf_copy": (HFEngine, {"dtype": "fp32"}),
     "hf_model_cache": (HFEngine, {"attn_implementation": "sdpa", "preallocate_cache": False}),
     "vllm": (VLLMEngine, {"dtype": "float32", "kv_cache_memory_bytes": 64 * 2**20}),
@@ -392,6 +393,17 @@ def test_the_grouped_kernel_decodes_as_sdpa(engines, prompts):
     assert len({len(p) for p in prompts}) > 2 and grouped.lengths.min() < 12 and grouped.truncated.any()
     assert torch.equal(grouped.response_ids, sdpa.response_ids) and torch.equal(grouped.truncated, sdpa.truncated)
     assert (grouped.logprobs - sdpa.logprobs).abs().max() < 1e-5
+
+
+def test_direct_decode_steps_decode_as_the_models_forward(engines, prompts):
+    """The default engine (decode steps from the weights) against the same kernel through the model's forward:
+    left-padded prompts, rows leaving the batch early, the same tokens, log-probs within fp32 reduction-order error
+    (q/k/v and gate/up are fused matmuls)."""
+    params = SamplingParams(temperature=1.0, max_new_tokens=24, n=8, seed=11)
+    direct, forward = engines("hf").generate(prompts, params), engines("hf_grouped").generate(prompts, params)
+    assert direct.lengths.min() < 12 and direct.truncated.any()
+    assert torch.equal(direct.response_ids, forward.response_ids) and torch.equal(direct.truncated, forward.truncated)
+    assert (direct.logprobs - forward.logprobs).abs().max() < 1e-5
 
 
 def test_the_grouped_kernel_falls_back_to_sdpa_for_sliding_windows(prompts):

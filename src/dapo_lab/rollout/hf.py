@@ -18,6 +18,7 @@ from torch import Tensor
 
 from dapo_lab.rollout import decode_attention
 from dapo_lab.rollout.base import EngineBase, RolloutOutput, SamplingParams
+from dapo_lab.rollout.direct_decode import direct_decoder
 from dapo_lab.rollout.kv_cache import preallocated_cache
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -69,6 +70,9 @@ class HFEngine(EngineBase):
             policy (``trainer=cpu``/``cpu_ddp``/``gpu_ddp``); a sharded one decodes with vLLM.
         preallocate_cache: decode into a KV cache allocated once per call (``rollout/kv_cache.py``) instead of
             transformers' cache, which copies itself at every step; ``false`` for the model's own cache.
+        direct_decode: compute decode steps from the weights (``rollout/direct_decode.py``: fused q/k/v and gate/up
+            matmuls, no transformers forward around ~150 small ops) for Qwen2/Llama models with the preallocated
+            cache and no ``autocast``; the prefill, and every other model, runs the model's forward.
     """
 
     max_batch: int = 256
@@ -76,6 +80,7 @@ class HFEngine(EngineBase):
     attn_implementation: str | None = None
     dtype: str | None = None
     preallocate_cache: bool = True
+    direct_decode: bool = True
 
     def __post_init__(self) -> None:
         if self.autocast is not None and self.autocast not in _AUTOCAST:
@@ -190,16 +195,19 @@ class HFEngine(EngineBase):
                 # Buffers for the prompt and every new token, filled in place (no per-step copy of the cache), where
                 # transformers allows; else the model's own growing cache.
                 own_cache = preallocated_cache(ids.shape[1] + max_new) if self.preallocate_cache and full else None
+                direct = (direct_decoder(model, ids.shape[1] + max_new)
+                          if self.direct_decode and own_cache is not None and self.autocast is None else None)
                 out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True,
                             logits_to_keep=1, **({cache_name: own_cache} if own_cache is not None else {}))
-                cache, last_pos = getattr(out, cache_name), positions[:, -1:]
+                cache, last_pos, logits = getattr(out, cache_name), positions[:, -1:], out.logits[:, -1]  # [b, V]
                 seen = ids.shape[1]  # positions in the cache
-                if grouped:  # the decode steps' mask, made once: 0 where a key is seen, -inf on the prompt's padding
+                if grouped or direct is not None:  # the decode steps' mask, made once: 0 where a key is seen,
+                    # -inf on the prompt's padding
                     bias = torch.zeros((batch, 1, 1, seen + max_new), dtype=next(model.parameters()).dtype,
                                        device=device)  # [B, 1, 1, P + R]
                     bias[:, 0, 0, :seen].masked_fill_(attn == 0, float("-inf"))
                 for step in range(max_new):
-                    token, token_logp = self._sample(out.logits[:, -1].float(), params, gen)  # [b], [b]
+                    token, token_logp = self._sample(logits.float(), params, gen)  # [b], [b]
                     live_rows = rows[live]
                     tokens[live_rows, step] = token[live]
                     logps[live_rows, step] = token_logp[live]
@@ -216,16 +224,19 @@ class HFEngine(EngineBase):
                         cache.batch_select_indices(keep)
                         rows, live, token = rows[keep], live[keep], token[keep]
                         attn, last_pos = attn[keep], last_pos[keep]
-                        if grouped:
+                        if grouped or direct is not None:
                             bias = bias[keep]
                     seen, last_pos = seen + 1, last_pos + 1
+                    if direct is not None:
+                        logits = direct(token, last_pos[:, 0], cache, bias[..., :seen])
+                        continue
                     if grouped:  # a view: the 4-D mask goes to the kernel as is
                         step_mask = bias[..., :seen]  # [b, 1, 1, seen]
                     else:
                         attn = step_mask = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=-1)  # [b, seen]
                     out = model(input_ids=token.unsqueeze(-1), attention_mask=step_mask, position_ids=last_pos,
                                 use_cache=True, **{cache_name: cache})
-                    cache = getattr(out, cache_name)
+                    cache, logits = getattr(out, cache_name), out.logits[:, -1]
         finally:
             model.train(was_training)
             if switch_attn:
