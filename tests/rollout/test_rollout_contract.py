@@ -423,3 +423,22 @@ def test_the_grouped_kernel_falls_back_to_sdpa_for_sliding_windows(prompts):
         outs.append(engine.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=10, n=2, seed=2)))
     assert torch.equal(outs[0].response_ids, outs[1].response_ids)
     assert torch.equal(outs[0].logprobs, outs[1].logprobs)
+
+
+def test_a_prompts_samples_share_one_prefill(policy, prompts):
+    """Each prompt prefilled once for its n samples (the default) or once per sample: the same tokens, log-probs
+    within fp32 batch-order error; with distinct prompts in a row, nothing is shared."""
+    model, tok = policy
+    params = SamplingParams(temperature=1.0, max_new_tokens=20, n=6, seed=5)
+    outs = []
+    for share in (True, False):
+        engine = HFEngine(share_prefill=share)
+        engine.attach(model, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+        outs.append(engine.generate(prompts, params))
+    assert len({tuple(r) for r in rows(outs[0])}) > len(prompts)  # the samples of a prompt differ
+    assert torch.equal(outs[0].response_ids, outs[1].response_ids)
+    assert (outs[0].logprobs - outs[1].logprobs).abs().max() < 1e-5
+    engine = HFEngine()
+    engine.attach(model, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    greedy_rows = rows(engine.generate(prompts + prompts[::-1], SamplingParams(temperature=0.0, max_new_tokens=12)))
+    assert greedy_rows[: len(prompts)] == greedy_rows[len(prompts) :][::-1]
