@@ -3,7 +3,7 @@
 By default it shares the policy's weights (no copy, so ``update_weights`` is a no-op); with ``dtype`` it decodes
 with a copy of the policy in that dtype, refreshed in place at every ``update_weights``. It runs its own decode loop
 instead of ``model.generate``: per token it does one forward with the KV cache, a softmax, and a
-multinomial draw — nothing else — and it stops as soon as every sequence has emitted EOS. Prompts are
+draw — nothing else — and it stops as soon as every sequence has emitted EOS. Prompts are
 left-padded with explicit position ids, so padded and unpadded prompts decode identically.
 """
 
@@ -44,6 +44,23 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     drop_sorted = (probs.cumsum(-1) - probs) >= top_p
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
+
+
+def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One index per row, drawn with probability ``probs[row, i] / probs[row].sum()``: ``[B, V] -> [B]``.
+
+    Inverse-CDF sampling: one uniform per row against the running sum. ``torch.multinomial`` draws an exponential per
+    entry (1.7 ms at 128 × 320 on a 2-core CPU against 0.24 ms here: ~10% of a decode step). Entries of zero mass
+    are never drawn.
+
+    >>> draw(torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 0.0]]))  # all the mass on one entry per row
+    tensor([2, 1])
+    """
+    cdf = probs.cumsum(-1)  # [B, V]
+    point = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    index = (cdf <= point).sum(-1)  # the first entry whose running sum passes the point
+    # point rounds up to the total once in ~2^24 draws: stay on the last entry that has mass.
+    return torch.minimum(index, (probs > 0).cumsum(-1).argmax(-1))
 
 
 @dataclass
@@ -265,5 +282,5 @@ class HFEngine(EngineBase):
             return token, logits.log_softmax(-1).gather(-1, token[:, None])[:, 0]
         scaled = logits / params.temperature
         probs = top_p_filter(scaled, params.top_p).softmax(-1)
-        token = torch.multinomial(probs, 1, generator=gen)[:, 0]
+        token = draw(probs, gen)
         return token, scaled.log_softmax(-1).gather(-1, token[:, None])[:, 0]
