@@ -25,7 +25,9 @@ from omegaconf import DictConfig
 
 from dapo_lab.analysis.runs import read_metrics_csv
 from dapo_lab.build import build, set_threads
+from dapo_lab.rollout.direct_decode import direct_decoder
 from dapo_lab.rollout.hf import _cache_kwarg
+from dapo_lab.rollout.kv_cache import preallocated_cache
 from dapo_lab.trainer.teacher_forced import response_logprobs
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -127,6 +129,31 @@ def replay_decode(model, prompts: torch.Tensor, lengths: list[int]) -> float:
         return time.perf_counter() - start
 
 
+def replay_direct(model, prompts: torch.Tensor, lengths: list[int]) -> float | None:
+    """:func:`replay_decode` with the engine's direct decode steps (``rollout/direct_decode.py``) instead of the
+    model's forward: the same round's shape at the fastest per-step arithmetic this project has, with no sampling,
+    bookkeeping or padding. None where the model has no direct decoder."""
+    order = sorted(range(len(lengths)), key=lambda b: -lengths[b])
+    ends, width = [lengths[b] for b in order], prompts.shape[1]
+    with torch.no_grad():
+        cache = preallocated_cache(width + ends[0])
+        decoder = direct_decoder(model, width + ends[0])
+        if cache is None or decoder is None:
+            return None
+        bias = torch.zeros(len(order), 1, 1, width + ends[0], dtype=next(model.parameters()).dtype)
+        start = time.perf_counter()
+        out = model(input_ids=prompts[order], use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): cache})
+        token, live = out.logits[:, -1].argmax(-1), len(order)  # [b]
+        for step in range(1, ends[0]):
+            still = sum(end > step for end in ends)
+            if still < live:
+                cache.batch_select_indices(torch.arange(still))
+                token, bias, live = token[:still], bias[:still], still
+            positions = torch.full((live,), width - 1 + step)
+            token = decoder(token, positions, cache, bias[..., : width + step]).argmax(-1)
+        return time.perf_counter() - start
+
+
 def bench_round(built, cfg: DictConfig, means: dict[str, float]) -> None:
     """One seeded generation round with the engine, then :func:`replay_decode` of the same round's shape (prompts
     cut to the shortest, the engine's response lengths): the engine's tokens/s against the ideal decoder's."""
@@ -152,6 +179,9 @@ def bench_round(built, cfg: DictConfig, means: dict[str, float]) -> None:
     tokens = sum(lengths)
     means["engine round tokens/s (one seeded round)"] = tokens / engine_seconds
     means[f"replayed round tokens/s (same shape, {len(lengths)} rows, {tokens} tokens)"] = tokens / replay_seconds
+    direct = [replay_direct(model, batch, lengths) for _ in range(3)]
+    if None not in direct:
+        means["replayed round tokens/s, direct decode steps"] = tokens / sorted(direct)[1]
 
 
 def main() -> None:
@@ -179,6 +209,9 @@ def main() -> None:
     if replayed:
         engine = means["engine round tokens/s (one seeded round)"]
         print(f"engine round / replayed same-shape round: {engine / replayed[0]:.2f}")
+        if "replayed round tokens/s, direct decode steps" in means:
+            print("engine round / replayed round with direct decode steps: "
+                  f"{engine / means['replayed round tokens/s, direct decode steps']:.2f}")
     update = next(value for name, value in means.items() if name.startswith("raw update"))
     if "perf/update_tokens_per_s" in means:
         print(f"update in training / raw update: {means['perf/update_tokens_per_s'] / update:.2f}")

@@ -25,6 +25,10 @@ def test_bench_step_reports_phases_and_the_raw_forward_ratio(tmp_path):
     update = next(float(v.replace(",", "")) for k, v in table.items() if k.startswith("raw update"))
     fraction = float(re.search(r"update in training / raw update: ([\d.]+)", done.stdout).group(1))
     assert update > 0 and abs(fraction - float(table["perf/update_tokens_per_s"].replace(",", "")) / update) < 0.01
+    engine = float(table["engine round tokens/s (one seeded round)"].replace(",", ""))
+    direct = float(table["replayed round tokens/s, direct decode steps"].replace(",", ""))
+    ratio = float(re.search(r"engine round / replayed round with direct decode steps: ([\d.]+)", done.stdout).group(1))
+    assert direct > 0 and abs(ratio - engine / direct) < 0.01
 
 
 def test_bench_step_refuses_a_single_step():
