@@ -2,8 +2,9 @@
 
 By default it shares the policy's weights (no copy, so ``update_weights`` is a no-op); with ``dtype`` it decodes
 with a copy of the policy in that dtype, refreshed in place at every ``update_weights``. It runs its own decode loop
-instead of ``model.generate``: per token it does one forward with the KV cache, a softmax, and a
-draw — nothing else — and it stops as soon as every sequence has emitted EOS. Prompts are
+instead of ``model.generate``: each distinct prompt is prefilled once for its ``n`` samples, then per token one
+cached step (computed from the weights for Qwen2/Llama models, ``direct_decode.py``, else the model's forward), a
+softmax and an inverse-CDF draw — nothing else — and it stops as soon as every sequence has emitted EOS. Prompts are
 left-padded with explicit position ids, so padded and unpadded prompts decode identically.
 """
 
