@@ -14,6 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 from dapo_lab.rollout import HFEngine, SamplingParams
 from dapo_lab.rollout.decode_attention import register
 from dapo_lab.rollout.direct_decode import _unsupported, direct_decoder, rms_norm, rotate
+from dapo_lab.rollout.hf import _cache_kwarg
 from dapo_lab.rollout.kv_cache import preallocated_cache
 
 SHAPE = dict(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -70,7 +71,7 @@ def test_decode_steps_match_the_models_forward(make, dtype):
     with torch.no_grad():
         for cache in caches:
             model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1,
-                  cache=cache)
+                  **{_cache_kwarg(model): cache})
         decoder = direct_decoder(model, width + steps)
         assert decoder is not None
         last = positions[:, -1]
@@ -79,7 +80,7 @@ def test_decode_steps_match_the_models_forward(make, dtype):
             last, seen = last + 1, width + step + 1
             mine = decoder(token, last, caches[0], bias[..., :seen])  # [B, V]
             theirs = model(input_ids=token[:, None], attention_mask=bias[..., :seen], position_ids=last[:, None],
-                           use_cache=True, cache=caches[1]).logits[:, -1]
+                           use_cache=True, **{_cache_kwarg(model): caches[1]}).logits[:, -1]
             tol = 1e-5 if dtype == torch.float32 else 0.05 * theirs.abs().max().item()
             assert (mine.float() - theirs.float()).abs().max() < tol, step
             assert caches[0].get_seq_length() == caches[1].get_seq_length() == seen
