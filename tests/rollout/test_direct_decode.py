@@ -131,3 +131,6 @@ def test_models_it_cannot_reproduce_are_refused():
     assert _unsupported(wrapped) == "wrapped q/k/v projections"
     assert direct_decoder(wrapped, 16) is None
     assert "biased" in _unsupported(llama(mlp_bias=True))
+    zero3 = qwen2()
+    zero3.model.norm.weight.ds_id = 7  # how DeepSpeed ZeRO-3 marks a partitioned parameter (gathered in hooks)
+    assert "ZeRO-3" in _unsupported(zero3)

@@ -11,7 +11,7 @@ fp32 logits agree with the model's forward to ~1e-6 (the fused matmuls sum in an
 
 Anything it cannot reproduce exactly is left to the model's forward: ``direct_decoder`` returns None (architectures
 other than these two, sliding-window layers, position-dependent rope scaling, wrapped or biased-MLP projections,
-sharded weights).
+sharded or ZeRO-3-partitioned weights).
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ def _unsupported(model: torch.nn.Module) -> str | None:
         return "sliding-window layers"
     if getattr(config, "hidden_act", None) != "silu":
         return f"hidden_act {getattr(config, 'hidden_act', None)!r}"
+    if any(hasattr(p, "ds_id") or p.numel() == 0 for p in model.parameters()):
+        # DeepSpeed ZeRO-3 gathers a module's partitioned weights in hooks around its forward, which these steps skip.
+        return "partitioned (DeepSpeed ZeRO-3) weights"
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", rope.get("type")) not in _STATIC_ROPE:
         return f"rope_type {rope.get('rope_type')!r}"
