@@ -8,14 +8,15 @@
 groups, and in step 2 rank 0 keeps none; responses end at different lengths. Rank 0 records each step's global
 batch (every rank's groups, in global order) and the final full weights; each rank records its update and dummy
 pass counts. ``reference`` replays the recorded batches in ONE process with a plain AdamW and saves its weights:
-the distributed run must equal it within float tolerance. ``--perturb`` replays the batches in another order (a
-negative control: the comparison must then fail). ``--parity`` scores with a content-based reward instead of the
+the distributed run must equal it within float tolerance. ``--perturb`` then also replays the batches in another
+order (a negative control: that comparison must fail). ``--parity`` scores with a content-based reward instead of the
 script (a resumed run must not depend on how many times the reward was called before the kill).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -52,7 +53,7 @@ class Record(L.Callback):
     """Each step's global batch (rank 0) and this rank's per-step counts; optionally SIGKILL the whole run."""
 
     def __init__(self, out: Path, kill_at: int | None) -> None:
-        self.out, self.kill_at, self.batches, self.counts = out, kill_at, [], []
+        self.out, self.kill_at, self.batches, self.counts, self.hooks = out, kill_at, [], [], []
 
     def setup(self, trainer, module, stage) -> None:
         learner, collect, step = module.learner, module.learner.collect_groups, module.learner.step
@@ -72,6 +73,21 @@ class Record(L.Callback):
 
         learner.collect_groups, learner.step = recording_collect, counting_step
 
+    def on_train_start(self, trainer, module) -> None:
+        learner = module.learner  # its generation context is set in configure_model, after `setup`
+        generation_context, model = learner.generation_context, learner.model
+
+        @contextlib.contextmanager
+        def hook_counting_context():
+            # Forward hooks on the policy's modules outside and inside generation: ZeRO-3's per-module hooks must be
+            # off while decode loops run (full_weights), and back on for the update.
+            self.hooks.append(["outside", sum(len(m._forward_hooks) for m in model.modules())])
+            with generation_context():
+                self.hooks.append(["inside", sum(len(m._forward_hooks) for m in model.modules())])
+                yield
+
+        learner.generation_context = hook_counting_context
+
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if self.kill_at is not None and trainer.global_step == self.kill_at:
             os.killpg(0, signal.SIGKILL)  # the whole run, mid-flight, with no chance to clean up
@@ -89,7 +105,7 @@ def train(trainer_name: str, out: Path, steps: int, kill_at: int | None, resume:
     ckpt = latest_checkpoint(out) if resume else None
     built.trainer.fit(built.module, ckpt_path=str(ckpt) if ckpt else None)
     weights = {k: v.detach().clone() for k, v in full_state_dict(built.module.model).items()}  # a collective
-    (out / f"rank{rank}.json").write_text(json.dumps({"counts": record.counts,
+    (out / f"rank{rank}.json").write_text(json.dumps({"counts": record.counts, "hooks": record.hooks,
                                                       "global_step": built.trainer.global_step}))
     if rank == 0:
         torch.save({"batches": record.batches, "weights": weights}, out / "run.pt")
@@ -137,5 +153,6 @@ if __name__ == "__main__":
     EXTRA.extend(a.set)
     if a.mode == "train":
         train(a.args[0], Path(a.args[1]), int(a.args[2]), a.kill_at, a.resume, a.budget, a.parity)
-    else:
-        reference(Path(a.args[0]), int(a.args[1]), a.budget, a.perturb)
+    else:  # --perturb: the reference, then its negative control, in one process (one start-up fewer)
+        for perturb in [False, True] if a.perturb else [False]:
+            reference(Path(a.args[0]), int(a.args[1]), a.budget, perturb)
