@@ -212,7 +212,9 @@ class DeepSpeedZeROStrategy(DeepSpeedStrategy):
         Why the hooks go: each forward's post-hooks look ahead through ZeRO-3's recorded module trace for parameters
         to keep. A step's trace recorded decode loops of thousands of forwards, so the next step's generation paid
         O(trace) per module call: the first step of a 2-layer test model took 65-72 s, 1 s without the hooks
-        (``py-spy``: 90% in ``PartitionedParameterCoordinator.__params_to_release``). With the weights gathered the
+        (``py-spy``: 90% in ``PartitionedParameterCoordinator.__params_to_release``); at the default model's size
+        the hooks also issued collectives inside decode loops of unequal length (a gloo crash at the first
+        evaluation, ``experiments/LOG.md`` 2026-12-01). With the weights gathered the
         hooks have nothing to do; they are registered again afterwards, which also restarts the trace (DeepSpeed's
         own ``unwrap_model_for_generation`` does the same, without restoring the hooks when generation raises)."""
         if not self.zero_stage_3:
