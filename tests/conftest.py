@@ -13,6 +13,11 @@ for var, sub in [("HF_HOME", "hf"), ("XDG_CACHE_HOME", "xdg"), ("WANDB_DIR", "wa
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
+# Under pytest-xdist (scripts/test.sh runs one worker per core) each worker's torch gets one thread, set before torch is
+# imported: workers with a thread per core each would oversubscribe the cores, and OpenMP's spin-waits then slow them
+# 10-100x. Subprocesses inherit it unless a test sets their threads itself.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import sys  # noqa: E402
 

@@ -15,6 +15,9 @@ from helpers import run_bounded
 
 from dapo_lab.trainer.checkpoints import latest_checkpoint
 
+# xdist: one worker runs this module, so its module fixture (a real run) is built once
+pytestmark = pytest.mark.xdist_group("reliability")
+
 SCRIPT = Path(__file__).with_name("kill_check.py")
 STEPS = 4
 TIMING = ("time/", "perf/")

@@ -28,6 +28,9 @@ from omegaconf import OmegaConf
 from dapo_lab import launch
 from dapo_lab.analysis import IncompleteSweepWarning, load_runs, missing_runs, sweep_status, sweeps
 
+# xdist: one worker runs this module, so its module fixtures (real sweeps) are built once
+pytestmark = pytest.mark.xdist_group("sweeps")
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SWEEP = ["sweep=ablation", "experiment=ablation/5_dapo", "seed=1,2", "debug=tiny", "reward=custom",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import run_bounded
+from helpers import run_bounded, worker_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEEPSPEED = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed")
@@ -39,7 +39,7 @@ def checkpoint_weights(path: Path, tmp_path: Path) -> dict[str, torch.Tensor]:
 def test_train_py_under_a_strategy_writes_one_gathered_policy(tmp_path, trainer):
     from transformers import AutoModelForCausalLM
 
-    env = {**os.environ, "MASTER_PORT": str(next(PORTS)), "PYTHONPATH": str(ROOT / "tests" / "trainer"),
+    env = {**os.environ, "MASTER_PORT": str(worker_port(next(PORTS))), "PYTHONPATH": str(ROOT / "tests" / "trainer"),
            "OMP_NUM_THREADS": "1"}
     run_bounded([sys.executable, "train.py", "debug=tiny", f"trainer={trainer}", "trainer.precision=32-true",
                  "reward=custom", "reward.fn=helpers:parity_reward", f"hydra.run.dir={tmp_path / 'run'}"],

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_bounded
+from helpers import run_bounded, worker_port
+
+# xdist: one worker runs this module, so its module fixture (a real run) is built once
+pytestmark = pytest.mark.xdist_group("multinode")
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["debug=tiny", "trainer=cpu_ddp", "trainer.precision=32-true", "reward=custom",
@@ -35,7 +38,7 @@ def one_node(tmp_path_factory) -> pd.DataFrame:
     """The reference: one machine, Lightning starting the second process itself."""
     tmp = tmp_path_factory.mktemp("one_node")
     run_bounded([sys.executable, "train.py", *COMMON, "trainer.devices=2", f"hydra.run.dir={tmp / 'run'}"],
-                ROOT, {**_env(tmp), "MASTER_PORT": "29961"}, timeout=240)
+                ROOT, {**_env(tmp), "MASTER_PORT": str(worker_port(29961))}, timeout=240)
     return numbers(tmp / "run")
 
 
@@ -63,8 +66,8 @@ def _check(run_dir: Path, one: pd.DataFrame) -> None:
 def test_two_nodes_through_torchrun_equal_one_node_with_two_processes(tmp_path, one_node):
     torchrun = Path(sys.executable).with_name("torchrun")
     cmds = [[str(torchrun), "--nnodes", "2", "--nproc-per-node", "1", f"--node-rank={node}",
-             "--master-addr", "127.0.0.1", "--master-port", "29962", "train.py", *COMMON, "trainer.devices=1",
-             "trainer.num_nodes=2", f"hydra.run.dir={tmp_path / 'two_nodes'}"] for node in (0, 1)]
+             "--master-addr", "127.0.0.1", "--master-port", str(worker_port(29962)), "train.py", *COMMON,
+             "trainer.devices=1", "trainer.num_nodes=2", f"hydra.run.dir={tmp_path / 'two_nodes'}"] for node in (0, 1)]
     _run_nodes(cmds, [_env(tmp_path)] * 2)
     _check(tmp_path / "two_nodes", one_node)
 
@@ -77,7 +80,7 @@ def test_two_nodes_as_srun_tasks_equal_one_node_with_two_processes(tmp_path, one
     env = {k: v for k, v in _env(tmp_path).items()
            if not k.startswith("SLURM_") and k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK")}
     slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "dapo", "SLURM_NTASKS": "2", "SLURM_NNODES": "2",
-             "SLURM_NTASKS_PER_NODE": "1", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": "29963"}
+             "SLURM_NTASKS_PER_NODE": "1", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(worker_port(29963))}
     envs = [{**env, **slurm, "SLURM_PROCID": str(task), "SLURM_LOCALID": "0", "SLURM_NODEID": str(task)}
             for task in (0, 1)]
     _run_nodes([cmd, cmd], envs)

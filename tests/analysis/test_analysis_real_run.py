@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "conf" / "debug" / "tiny.yaml"
 
 # ~35 s on a loaded 2-core CPU (one process runs the 4 jobs), so not marked slow
-pytestmark = pytest.mark.skipif(not TINY.is_file(), reason="needs conf/debug/tiny.yaml (a seconds-long CPU run)")
+pytestmark = [pytest.mark.skipif(not TINY.is_file(), reason="needs conf/debug/tiny.yaml (a seconds-long CPU run)"),
+              pytest.mark.xdist_group("analysis_real_run")]  # xdist: the module's real run is built once
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_bounded
+from helpers import run_bounded, worker_port
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed")
 SCRIPT = Path(__file__).with_name("vllm_ranks_check.py")
@@ -19,8 +19,8 @@ SCRIPT = Path(__file__).with_name("vllm_ranks_check.py")
 
 def test_every_rank_engine_decodes_the_current_policy(tmp_path):
     threads = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "0")
-    env = {**os.environ, "MASTER_PORT": "29971", "OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": threads,
-           "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    env = {**os.environ, "MASTER_PORT": str(worker_port(29971)), "OMP_NUM_THREADS": "1",
+           "VLLM_CPU_OMP_THREADS_BIND": threads, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
     run_bounded([sys.executable, str(SCRIPT), str(tmp_path)], tmp_path, env, timeout=600)
     ranks = json.loads((tmp_path / "ranks.json").read_text())
     assert [[s["step"] for s in rank] for rank in ranks] == [[0, 1], [0, 1]]

@@ -86,6 +86,17 @@ def favour_eos(learner: DAPOLearner, logit_boost: float = 4.0) -> None:
         head[learner.tokenizer.eos_token_id] = hidden.sign() * logit_boost / hidden.numel() ** 0.5
 
 
+def worker_port(port: int, worker: str | None = None) -> int:
+    """``port`` shifted into this pytest-xdist worker's own range (gw0: +0, gw1: +1000, ...), so that tests running in
+    parallel workers never share a rendezvous port; unchanged without xdist.
+
+    >>> worker_port(29533, "gw1"), worker_port(29533, "gw0")
+    (30533, 29533)
+    """
+    worker = worker or os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return port + 1000 * int(worker.removeprefix("gw"))
+
+
 def run_bounded(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 240,
                 expect_kill: bool = False) -> str:
     """Run a (multi-process) command in its own session; past ``timeout`` seconds, SIGKILL the whole process group

@@ -7,12 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from helpers import run_bounded
+from helpers import run_bounded, worker_port
 
 SCRIPT = Path(__file__).with_name("ddp_check.py")
 
 
 def run(mode: str, out: Path, port: int) -> None:
+    port = worker_port(port)
     env = {"DDP_CHECK_PORT": str(port), "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
            "PATH": "/usr/bin:/bin", "HOME": str(out), "HF_HUB_OFFLINE": "1"}
     run_bounded([sys.executable, str(SCRIPT), mode, str(out)], out, env, timeout=180)

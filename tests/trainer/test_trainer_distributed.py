@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_bounded
+from helpers import run_bounded, worker_port
 
 SCRIPT = Path(__file__).with_name("dist_check.py")
 PORTS = iter(range(29700, 29800))
@@ -30,8 +30,8 @@ DEEPSPEED = pytest.mark.skipif(
 def run(out: Path, *args: str, timeout: int = 240, debug: bool = False, expect_kill: bool = False) -> str:
     # DeepSpeed JIT-builds a CPU helper on first use (~25 s): one build for the whole suite.
     extensions = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path(os.environ.get("DAPO_CACHE", out)) / "torch_ext"))
-    env = {"MASTER_PORT": str(next(PORTS)), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(out),
-           "HF_HUB_OFFLINE": "1", "TORCH_EXTENSIONS_DIR": extensions,
+    env = {"MASTER_PORT": str(worker_port(next(PORTS))), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+           "HOME": str(out), "HF_HUB_OFFLINE": "1", "TORCH_EXTENSIONS_DIR": extensions,
            **({"TORCH_DISTRIBUTED_DEBUG": "DETAIL"} if debug else {})}
     return run_bounded([sys.executable, str(SCRIPT), *args], out, env, timeout, expect_kill)
 
