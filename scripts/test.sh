@@ -5,10 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 set +e
-# One pytest-xdist worker per core (at most 4), one torch thread each (tests/conftest.py); --dist loadgroup keeps the
-# modules marked xdist_group on one worker, so their shared real runs are built once (2 cores, 12-01: 761 s, serial 1365 s).
-DAPO_REQUIRE_DEEPSPEED=1 .venv/bin/python -m pytest -m "not slow" -p no:cacheprovider -n auto --maxprocesses 4 \
-  --dist loadgroup "$@"
+# One pytest-xdist worker per core (at most 4), one torch thread each (tests/conftest.py); a module fixture that
+# builds a real run builds it once for all workers (helpers.built_once). 2 cores, 12-01: 761 s, serially 1365 s.
+DAPO_REQUIRE_DEEPSPEED=1 .venv/bin/python -m pytest -m "not slow" -p no:cacheprovider -n auto --maxprocesses 4 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi

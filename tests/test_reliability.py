@@ -11,12 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_bounded
+from helpers import built_once, run_bounded
 
 from dapo_lab.trainer.checkpoints import latest_checkpoint
-
-# xdist: one worker runs this module, so its module fixture (a real run) is built once
-pytestmark = pytest.mark.xdist_group("reliability")
 
 SCRIPT = Path(__file__).with_name("kill_check.py")
 STEPS = 4
@@ -38,9 +35,11 @@ def numbers(run_dir: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> pd.DataFrame:
-    run_dir = tmp_path_factory.mktemp("straight") / "run"
-    run(run_dir)
-    return numbers(run_dir)
+    def make(tmp: Path) -> pd.DataFrame:
+        run(tmp / "run")
+        return numbers(tmp / "run")
+
+    return built_once(tmp_path_factory, "uninterrupted", make)
 
 
 def test_the_same_config_twice_logs_the_same_numbers(tmp_path, uninterrupted):

@@ -21,15 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_bounded
+from helpers import built_once, run_bounded
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dapo_lab import launch
 from dapo_lab.analysis import IncompleteSweepWarning, load_runs, missing_runs, sweep_status, sweeps
-
-# xdist: one worker runs this module, so its module fixtures (real sweeps) are built once
-pytestmark = pytest.mark.xdist_group("sweeps")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -79,29 +76,32 @@ def runs_by_seed(sweep: Path) -> dict[int, Path]:
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> Path:
     """The sweep straight through, its 2 jobs in parallel processes (submitit_local), spread over 2 GPU slots."""
-    tmp = tmp_path_factory.mktemp("submitit")
-    sweep = tmp / "sweep"
-    train(tmp, "hydra/launcher=submitit_local", "hydra.launcher.gpus_per_node=2", "hydra.launcher.timeout_min=5",
-          "sweep_gpus=2", f"hydra.sweep.dir={sweep}")
-    return sweep
+    def make(tmp: Path) -> Path:
+        train(tmp, "hydra/launcher=submitit_local", "hydra.launcher.gpus_per_node=2", "hydra.launcher.timeout_min=5",
+              "sweep_gpus=2", f"hydra.sweep.dir={tmp / 'sweep'}")
+        return tmp / "sweep"
+
+    return built_once(tmp_path_factory, "straight_sweep", make)
 
 
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory) -> dict:
     """The sweep killed in job 1 (basic launcher), what the analysis saw then, and the same command again (joblib)."""
-    tmp = tmp_path_factory.mktemp("interrupted")
-    sweep = tmp / "sweep"
-    killer = tmp / "killer.py"
-    killer.write_text(KILLER)
-    train(tmp, f"hydra.sweep.dir={sweep}", script=[str(killer)], expect_kill=True)
-    before = {"status": sweep_status(sweep), "runs": runs_by_seed(sweep), "cli": status_cli(sweep)}
-    with pytest.warns(IncompleteSweepWarning, match=r"1 run\(s\) .* not finished: .*seed=2 \(unfinished, "
-                                                    r"checkpoint at step 1\)"):
-        before["frame"] = load_runs(sweep)
-    first = before["runs"][1]
-    before["untouched"] = {p: p.stat().st_mtime_ns for p in (first / "csv" / "metrics.csv", first / "done.json")}
-    output = train(tmp, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}")
-    return {"sweep": sweep, "before": before, "output": output, "cli_after": status_cli(sweep)}
+    def make(tmp: Path) -> dict:
+        sweep = tmp / "sweep"
+        killer = tmp / "killer.py"
+        killer.write_text(KILLER)
+        train(tmp, f"hydra.sweep.dir={sweep}", script=[str(killer)], expect_kill=True)
+        before = {"status": sweep_status(sweep), "runs": runs_by_seed(sweep), "cli": status_cli(sweep)}
+        with pytest.warns(IncompleteSweepWarning, match=r"1 run\(s\) .* not finished: .*seed=2 \(unfinished, "
+                                                        r"checkpoint at step 1\)"):
+            before["frame"] = load_runs(sweep)
+        first = before["runs"][1]
+        before["untouched"] = {p: p.stat().st_mtime_ns for p in (first / "csv" / "metrics.csv", first / "done.json")}
+        output = train(tmp, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}")
+        return {"sweep": sweep, "before": before, "output": output, "cli_after": status_cli(sweep)}
+
+    return built_once(tmp_path_factory, "interrupted_sweep", make)
 
 
 def status_cli(sweep: Path) -> tuple[int, str]:

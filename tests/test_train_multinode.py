@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_bounded, worker_port
-
-# xdist: one worker runs this module, so its module fixture (a real run) is built once
-pytestmark = pytest.mark.xdist_group("multinode")
+from helpers import built_once, run_bounded, worker_port
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["debug=tiny", "trainer=cpu_ddp", "trainer.precision=32-true", "reward=custom",
@@ -36,10 +33,12 @@ def _env(tmp: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory) -> pd.DataFrame:
     """The reference: one machine, Lightning starting the second process itself."""
-    tmp = tmp_path_factory.mktemp("one_node")
-    run_bounded([sys.executable, "train.py", *COMMON, "trainer.devices=2", f"hydra.run.dir={tmp / 'run'}"],
-                ROOT, {**_env(tmp), "MASTER_PORT": str(worker_port(29961))}, timeout=240)
-    return numbers(tmp / "run")
+    def make(tmp: Path) -> pd.DataFrame:
+        run_bounded([sys.executable, "train.py", *COMMON, "trainer.devices=2", f"hydra.run.dir={tmp / 'run'}"],
+                    ROOT, {**_env(tmp), "MASTER_PORT": str(worker_port(29961))}, timeout=240)
+        return numbers(tmp / "run")
+
+    return built_once(tmp_path_factory, "one_node", make)
 
 
 def _run_nodes(cmds: list[list[str]], envs: list[dict[str, str]]) -> None:

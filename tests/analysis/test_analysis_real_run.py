@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import built_once
 
 from dapo_lab.analysis import load_runs
 
@@ -15,20 +16,22 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "conf" / "debug" / "tiny.yaml"
 
 # ~35 s on a loaded 2-core CPU (one process runs the 4 jobs), so not marked slow
-pytestmark = [pytest.mark.skipif(not TINY.is_file(), reason="needs conf/debug/tiny.yaml (a seconds-long CPU run)"),
-              pytest.mark.xdist_group("analysis_real_run")]  # xdist: the module's real run is built once
+pytestmark = pytest.mark.skipif(not TINY.is_file(), reason="needs conf/debug/tiny.yaml (a seconds-long CPU run)")
 
 
 @pytest.fixture(scope="module")
 def real_multirun(tmp_path_factory) -> Path:
-    sweep = tmp_path_factory.mktemp("real") / "multirun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, "train.py", "-m", "debug=tiny",
-                           "experiment=ablation/0_grpo,ablation/2_clip_higher", "seed=1,2",
-                           f"hydra.sweep.dir={sweep}"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return sweep
+    def make(tmp: Path) -> Path:
+        sweep = tmp / "multirun"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+        proc = subprocess.run([sys.executable, "train.py", "-m", "debug=tiny",
+                               "experiment=ablation/0_grpo,ablation/2_clip_higher", "seed=1,2",
+                               f"hydra.sweep.dir={sweep}"], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return sweep
+
+    return built_once(tmp_path_factory, "real_multirun", make)
 
 
 def test_real_multirun_loads_into_the_tidy_table(real_multirun):

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import torch
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -84,6 +88,23 @@ def favour_eos(learner: DAPOLearner, logit_boost: float = 4.0) -> None:
         head = learner.model.lm_head.weight
         hidden = learner.model.model.norm.weight
         head[learner.tokenizer.eos_token_id] = hidden.sign() * logit_boost / hidden.numel() ** 0.5
+
+
+T = TypeVar("T")
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], T]) -> T:
+    """``make(folder)``, run once per test session even when pytest-xdist spreads a module's tests over workers:
+    the first worker to ask runs it under a file lock in a folder all workers share, the others wait and unpickle
+    its result. For module fixtures that build a real run their tests only read."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if "PYTEST_XDIST_WORKER" in os.environ else root  # .../pytest-N: this session's workers
+    folder, result = root / f"built-{name}", root / f"built-{name}.pickle"
+    with FileLock(f"{folder}.lock"):
+        if not result.is_file():
+            folder.mkdir()
+            result.write_bytes(pickle.dumps(make(folder)))
+        return pickle.loads(result.read_bytes())
 
 
 def worker_port(port: int, worker: str | None = None) -> int:
