@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -102,6 +103,7 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callab
     folder, result = root / f"built-{name}", root / f"built-{name}.pickle"
     with FileLock(f"{folder}.lock"):
         if not result.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker's failed attempt: the next one starts clean
             folder.mkdir()
             result.write_bytes(pickle.dumps(make(folder)))
         return pickle.loads(result.read_bytes())
