@@ -170,7 +170,7 @@ class Plan:
         r, v = (min(self.response, chunk) if chunked or self.chunk else self.response), self.dims.vocab
         logits = 16 * r * v  # pm.logits_peak_bytes per row
         if self.entropy_in_update:
-            logits = max(logits, (2 * (r + 1) + 4 * r) * v)
+            logits = max(logits, (2 * r + 4 * r) * v)
         return self.activations[checkpointing] // self.rows + logits
 
 
@@ -186,13 +186,13 @@ def make_plan(cfg: dict[str, Any], cluster: Cluster) -> Plan:
     ckpt = bool(cfg["model"].get("gradient_checkpointing")) or (
         isinstance(strategy, dict) and bool(strategy.get("activation_checkpointing")))
     attention = str(cfg["model"].get("attn_implementation", "sdpa"))
-    acts = {c: pm.activation_bytes(dims, rows, prompt + response, numerics, attention, c, kept=response + 1)
+    acts = {c: pm.activation_bytes(dims, rows, prompt + response, numerics, attention, c, kept=response)
             for c in (False, True)}
     states = pm.state_rows(dims, psi, sharding, numerics)
     entropy = entropy_in_update(cfg)
     chunk = cfg["batch"].get("logprob_chunk_tokens")
     kept = min(response, chunk) if chunk else response  # the positions whose logits exist at once
-    logits = pm.logits_peak_bytes(rows, kept, dims.vocab, kept + 1, pm.ENTROPY_CHUNK if entropy else 0)
+    logits = pm.logits_peak_bytes(rows, kept, dims.vocab, kept, pm.ENTROPY_CHUNK if entropy else 0)
     return Plan(cfg, cluster, dims, psi, numerics, sharding, setup, prompt, prompt_why, response, rows, rows_why,
                 ckpt, attention, states, acts, logits, entropy, chunk)
 

@@ -54,9 +54,8 @@ def layer_activation_bytes(d: ModelDims, seq: int, n: Numerics, attention: str) 
         SwiGLU:      3·c·i                 gate output, silu output, up output
         eager:       3·c·h + 4·a·s + c·a·s q, k and v (k, v repeated to all heads), the fp32 softmax, its c copy
                                            (no copy in fp32)
-        sdpa:        3·c·h + 4·a + c·s     q, k, v (repeated: a padding mask disables GQA), log-sum-exp, the mask
-                                           (one KV head: the repeat is a view, h_kv wide, unless autocast
-                                           casts it: k under autocast)
+        sdpa:        c·(h + 2·h_kv) + 4·a  q, and k and v at their KV heads (no mask: the trainer's rows are padded
+                                           only after their last token, so sdpa runs causal with GQA), log-sum-exp
         flash_attention_2: 2·c·h + 2·c·h_kv + 4·a   q, k, v at kv heads, output, log-sum-exp (from flash-attn's
                                            backward signature; no flash-attn on CPU to check it)
 
@@ -74,9 +73,7 @@ def layer_activation_bytes(d: ModelDims, seq: int, n: Numerics, attention: str) 
     if attention == "eager":
         attn = 3 * c * h + 4 * a * seq + (c * a * seq if c != 4 else 0)
     elif attention == "sdpa":
-        k = h if d.kv_heads > 1 or n.autocast else d.kv_hidden  # RoPE made k fp32: autocast's cast copies it
-        v = h if d.kv_heads > 1 else d.kv_hidden
-        attn = c * (h + k + v) + 4 * a + c * seq
+        attn = c * (h + 2 * d.kv_hidden) + 4 * a
     elif attention == "flash_attention_2":
         attn = 2 * c * h + 2 * c * d.kv_hidden + 4 * a
     else:
@@ -85,37 +82,39 @@ def layer_activation_bytes(d: ModelDims, seq: int, n: Numerics, attention: str) 
 
 
 def outside_layers_bytes(d: ModelDims, n: Numerics) -> int:
-    """Bytes saved per token outside the layers: final norm ``4h + w·h + 4``, LM-head input ``c·h``, token ids 8, and
-    RoPE's cos and sin ``2·head_dim·w``.
+    """Bytes saved per token outside the layers: final norm ``4h + w·h + 4``, LM-head input ``c·h``, token ids 8.
+    (RoPE's cos and sin, ``2·head_dim·w`` per position, are shared by a pass's rows: :func:`activation_bytes`.)
 
     >>> outside_layers_bytes(ModelDims("t", 256, 4, 4, 2, 688, 320, False), Numerics(4, 2, 4, True, 8))
-    3084
+    2572
     """
     h, w = d.hidden, n.residual
-    return 4 * h + w * h + 4 + n.compute * h + 8 + 2 * d.head_dim * w
+    return 4 * h + w * h + 4 + n.compute * h + 8
 
 
 def activation_bytes(d: ModelDims, rows: int, seq: int, n: Numerics, attention: str, checkpointing: bool,
                      kept: int | None = None) -> int:
     """Saved activations of one micro-batch of ``rows × seq`` tokens (logits excluded).
 
-        no checkpointing:  tokens·(L·layer + outside)
-        checkpointing:     tokens·(L·w·h + layer + outside)   each layer keeps its input; one layer is recomputed
-                           at a time in the backward
+        no checkpointing:  tokens·(L·layer + outside) + seq·2·head_dim·w
+        checkpointing:     tokens·(L·w·h + layer + outside) + seq·2·head_dim·w   each layer keeps its input; one
+                           layer is recomputed at a time in the backward
 
-    ``kept``: the positions the LM head runs on (``logits_to_keep``: the response and the last prompt position); its
-    input ``c·h`` is saved for those only (default: every position).
+    (``seq·2·head_dim·w``: RoPE's cos and sin, one per position for all rows.) ``kept``: the positions the LM head
+    runs on (a row's response positions, picked by ``index_select``); its input ``c·h`` and the 8-byte index are
+    saved for those only (default: every position, no index).
 
     >>> d = ModelDims("t", 256, 4, 4, 2, 688, 320, False)
-    >>> activation_bytes(d, 1, 126, Numerics(4, 2, 4, True, 8), "eager", False)  # 126·(4·17240 + 3084)
+    >>> activation_bytes(d, 1, 126, Numerics(4, 2, 4, True, 8), "eager", False)  # 126·(4·17240 + 2572 + 2·64·4)
     9077544
     """
     tokens = rows * seq
     per_layer = layer_activation_bytes(d, seq, n, attention)
     layers = d.layers * n.residual * d.hidden + per_layer if checkpointing else d.layers * per_layer
     head_input = n.compute * d.hidden
-    return tokens * (layers + outside_layers_bytes(d, n) - head_input) + rows * (seq if kept is None else kept) * (
-        head_input)
+    rope = seq * 2 * d.head_dim * n.residual
+    head = tokens * head_input if kept is None else rows * kept * (head_input + 8)
+    return tokens * (layers + outside_layers_bytes(d, n) - head_input) + rope + head
 
 
 ENTROPY_CHUNK = 4096  # positions per chunk of the entropy in trainer/teacher_forced.py
@@ -128,7 +127,7 @@ def logits_peak_bytes(rows: int, response_len: int, vocab: int, seq: int = 0, en
                                      temporaries of its and gather's backward (measured: +3 over the forward's end)
         forward, when the pass also measures the entropy (``entropy_chunk`` positions at a time):
                   2·rows·s·V + 4·rows·R·V + 21·min(chunk, rows·R)·V
-                                     the bf16 logits of the s = R + 1 positions kept (``logits_to_keep``), the fp32
+                                     the bf16 logits of the s = R response positions, the fp32
                                      ones, and entropy_from_logits' 5.25 fp32 copies of a chunk (z, p, p > 0, p·z,
                                      zeros, where)
 
@@ -137,8 +136,8 @@ def logits_peak_bytes(rows: int, response_len: int, vocab: int, seq: int = 0, en
 
     >>> logits_peak_bytes(4, 20480, 152064) / GiB  # the paper's micro-batch: 4 × 20k responses
     185.625
-    >>> logits_peak_bytes(32, 96, 4096, seq=97, entropy_chunk=4096) / 2**20  # the forward's entropy dominates
-    324.25
+    >>> logits_peak_bytes(32, 96, 4096, seq=96, entropy_chunk=4096) / 2**20  # the forward's entropy dominates
+    324.0
     """
     backward = 16 * rows * response_len * vocab
     forward = 0

@@ -235,7 +235,8 @@ class DAPOLearner:
         beyond its own rows (causal attention: what a row's tokens see is the same at any padded width)."""
         width = _width(batch, rows)
         return response_logprobs(model, [batch.prompt_ids[i] for i in rows.tolist()], batch.response_ids[rows, :width],
-                                 pad_id=self.pad_id, temperature=self.gen_cfg.temperature, with_entropy=with_entropy,
+                                 pad_id=self.pad_id, response_lengths=batch.response_mask[rows].sum(-1).tolist(),
+                                 temperature=self.gen_cfg.temperature, with_entropy=with_entropy,
                                  chunk_tokens=self.batch_cfg.logprob_chunk_tokens)
 
     def _dummy_logprobs(self, model: torch.nn.Module) -> Tensor:
