@@ -1,20 +1,24 @@
-"""The update phase with this project's row layout against the left-padded layout it replaced, timed interleaved
-in one process on the same real batch, beside the update's ceiling measured in the same process.
+"""Two ways of running the update phase, timed interleaved in one process on the same real batch, beside the
+update's ceiling measured in the same process.
 
-    .venv/bin/python experiments/ab_update.py [--pairs 6] [--json out.json] [override ...]
+    .venv/bin/python experiments/ab_update.py [--compare layout|compile] [--pairs 6] [--json out.json] [override ...]
 
 Builds the default run (``conf/train.yaml`` plus Hydra overrides), generates one real step's batch with the run's
 own engine and dynamic sampling, and runs the learner's whole update on it (every mini-batch's forward/backward
-passes, clipping and AdamW) alternately with
+passes, clipping and AdamW) alternately with side A and side B, the order reversed every other pair.
 
+``--compare layout``:
 - A: the left-padded layout (until 2026-12-01): every row of a pass padded to the pass's longest prompt plus its
   longest response, with an attention mask;
 - B: ``trainer/teacher_forced.pack``: each row its prompt then its own response, padded only to the pass's
-  longest ``prompt + response`` (what the token budget assumes), no attention mask,
+  longest ``prompt + response`` (what the token budget assumes), no attention mask.
 
-the order reversed every other pair. It prints each side's median seconds and response tokens/s, their ratio, the
+``--compare compile``: A eager, B with ``model.compile`` (``models/compile.py``: each decoder layer's training
+forward compiled); the compilation happens in an untimed warm-up, whose time is printed.
+
+ It prints each side's median seconds and response tokens/s, their ratio, the
 padded/real token counts of the passes, and the ceiling: forward + backward + clip + AdamW of the same model on the
-same rows' real tokens with no padding at all, one pass per mini-batch. Run it alone: another torch process on the
+same number of real tokens with no padding at all, one pass per mini-batch. Run it alone: another torch process on the
 2 cores skews it 10-100x.
 """
 
@@ -33,6 +37,7 @@ from torch import Tensor
 
 import dapo_lab.trainer.learner as learner_module
 from dapo_lab.build import build, set_threads
+from dapo_lab.models.compile import _COMPILED, compile_layers, decoder_layers
 from dapo_lab.trainer.groups import assemble
 from dapo_lab.trainer.optimization import PlainOptimization
 from dapo_lab.trainer.teacher_forced import _token_logprobs, response_logprobs
@@ -62,6 +67,7 @@ def left_padded_logprobs(model: torch.nn.Module, prompt_ids: list[list[int]], re
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", choices=["layout", "compile"], default="layout")
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--json", type=Path, help="also write the timings here")
     args, overrides = parser.parse_known_args()
@@ -78,14 +84,28 @@ def main() -> None:
     model = learner.model.train()
     optimization = PlainOptimization(torch.optim.AdamW(model.parameters(), lr=1e-12), model.parameters(), 1.0)
     layouts = {"A": left_padded_logprobs, "B": response_logprobs}
+    autocast = "bf16" in str(cfg.trainer.precision)
+    if args.compare == "compile":
+        layouts["A"] = response_logprobs
+        compile_layers(model)
+        compiled = {layer: vars(layer)[_COMPILED] for layer in decoder_layers(model)}
+    names = {"layout": ("A: left-padded", "B: prompt+response rows"), "compile": ("A: eager", "B: model.compile")}
 
     def timed_update(side: str) -> float:
         learner_module.response_logprobs = layouts[side]
+        if args.compare == "compile":
+            for layer, forward in compiled.items():
+                if side == "B":
+                    setattr(layer, _COMPILED, forward)
+                else:
+                    vars(layer).pop(_COMPILED, None)
         start = time.perf_counter()
-        learner.update(batch, old_logp, None, advantages, 0, optimization)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # as Lightning's bf16-mixed step
+            learner.update(batch, old_logp, None, advantages, 0, optimization)
         return time.perf_counter() - start
 
-    timed_update("A"), timed_update("B")  # warm-up: AdamW state, allocator
+    timed_update("A")  # warm-up: AdamW state, allocator
+    print(f"side B's warm-up (with any compilation): {timed_update('B'):.1f} s", flush=True)
     seconds: dict[str, list[float]] = {"A": [], "B": []}
     for pair in range(args.pairs):
         for side in ("AB" if pair % 2 == 0 else "BA"):
@@ -105,25 +125,44 @@ def main() -> None:
             padded["B"] += len(rows) * max(lengths[i] for i in rows)
     real = sum(lengths)
 
-    # The ceiling: the same rows, one unpadded pass per mini-batch (each row alone: no padding, no mask), i.e. the
-    # same tokens at the model's rate with nothing lost to layout. Rows of one length share a forward.
+    # The ceiling: per mini-batch, one pass over as many rows as it has, each as long as their mean real length,
+    # no padding, no mask, the same forward + backward + clip + AdamW: the same tokens at the model's rate (as
+    # bench_step.py's, at the real batch's shapes).
     def ceiling_update() -> float:
+        generator = torch.Generator().manual_seed(0)
         start = time.perf_counter()
-        optimization.zero_grad()
         for mini in torch.arange(len(batch)).tensor_split(minis):
-            by_length: dict[int, list[int]] = {}
-            for i in mini.tolist():
-                by_length.setdefault(lengths[i], []).append(i)
-            for rows in by_length.values():
-                ids = torch.tensor([batch.prompt_ids[i] + batch.response_ids[i, :responses[i]].tolist() for i in rows])
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in str(cfg.trainer.precision)):
-                    logits = model(input_ids=ids, use_cache=False).logits  # [n, L, V]
-                    loss = torch.log_softmax(logits.float(), -1)[..., 0].mean()
-                optimization.backward(loss)
-            optimization.step(last=False)
+            width = round(sum(lengths[i] for i in mini.tolist()) / len(mini))
+            ids = torch.randint(3, model.config.vocab_size, (len(mini), width), generator=generator)  # [n, L]
             optimization.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                logits = model(input_ids=ids, use_cache=False).logits  # [n, L, V]
+                loss = torch.log_softmax(logits.float(), -1)[..., 0].mean()
+            optimization.backward(loss)
+            optimization.step(last=False)
         return time.perf_counter() - start
 
+    gap = None
+    if args.compare == "compile":  # what compilation changes in the numbers: one pass's log-probs, both ways
+        rows = learner._micro_batches(batch, torch.arange(len(batch)))[0]
+        mask = batch.response_mask[rows, : int(batch.response_mask[rows].sum(-1).max())]
+        logps = []
+        for side in "AB":
+            for layer, forward in compiled.items():
+                if side == "A":
+                    vars(layer).pop(_COMPILED, None)
+                else:
+                    setattr(layer, _COMPILED, forward)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                logps.append(learner._logprobs(model, batch, rows)[0].detach())
+        for layer in compiled:  # and fp32, eager: the reference both bf16 sides approximate
+            vars(layer).pop(_COMPILED, None)
+        reference = learner._logprobs(model, batch, rows)[0].detach()
+        gap = {"compiled vs eager, both bf16 autocast": (logps[0] - logps[1]).abs()[mask],
+               "eager bf16 autocast vs fp32": (logps[0] - reference).abs()[mask],
+               "compiled bf16 autocast vs fp32": (logps[1] - reference).abs()[mask]}
+        for layer in compiled:  # the ceiling is the eager model's
+            vars(layer).pop(_COMPILED, None)
     ceiling_update()
     ceiling = statistics.median(ceiling_update() for _ in range(3))
     tokens = int(batch.response_mask.sum()) * cfg.batch.ppo_epochs
@@ -131,12 +170,19 @@ def main() -> None:
     print(f"one real step's batch: {len(batch)} rows, {tokens} response tokens, {real} real tokens; "
           f"{args.pairs} interleaved pairs, threads {torch.get_num_threads()}")
     print("| side | median s | response tok/s | padded tokens / real | of the ceiling |\n|---|--:|--:|--:|--:|")
-    print(f"| A: left-padded | {a:.3f} | {tokens / a:,.0f} | {padded['A'] / real:.3f} | {ceiling / a:.2f} |")
-    print(f"| B: prompt+response rows | {b:.3f} | {tokens / b:,.0f} | {padded['B'] / real:.3f} | {ceiling / b:.2f} |")
-    print(f"| ceiling: no padding | {ceiling:.3f} | {tokens / ceiling:,.0f} | 1.000 | 1.00 |")
+    if args.compare == "compile":  # one layout on both sides
+        padded["A"] = padded["B"]
+    print(f"| {names[args.compare][0]} | {a:.3f} | {tokens / a:,.0f} | {padded['A'] / real:.3f} | {ceiling / a:.2f} |")
+    print(f"| {names[args.compare][1]} | {b:.3f} | {tokens / b:,.0f} | {padded['B'] / real:.3f} | {ceiling / b:.2f} |")
+    print(f"| ceiling: no padding, eager | {ceiling:.3f} | {tokens / ceiling:,.0f} | 1.000 | 1.00 |")
     print(f"B / A speed-up: {a / b:.3f}x")
+    if gap is not None:
+        for name, diff in gap.items():
+            print(f"log-probs of one pass ({int(mask.sum())} tokens), {name}: |diff| mean "
+                  f"{diff.mean():.2e}, max {diff.max():.2e}")
     if args.json:
-        args.json.write_text(json.dumps({"seconds": seconds, "ceiling_s": ceiling, "padded": padded, "real": real,
+        args.json.write_text(json.dumps({"compare": args.compare, "seconds": seconds, "ceiling_s": ceiling,
+                                         "padded": padded, "real": real,
                                          "response_tokens": tokens, "overrides": overrides}, indent=1))
 
 

@@ -13,7 +13,7 @@ from dapo_lab.run import main
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OPTIONS = ["clip=symmetric", "loss=sample", "loss=seq_token_sum", "loss=dr_grpo", "advantage=dr_grpo",
            "kl=k1_reward", "kl=k3_loss", "overlong=none", "overlong=filter", "overlong=filter_soft", "sampling=none",
-           "experiment=grpo", "experiment=dapo"]
+           "experiment=grpo", "experiment=dapo", "model.compile=aot_eager"]
 
 
 def run(tmp_path: Path, *overrides: str) -> pd.DataFrame:

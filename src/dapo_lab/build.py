@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dapo_lab.data.example import render_prompt
 from dapo_lab.data.validate import check_options, prompt_sets
+from dapo_lab.models.compile import backend_of, compile_layers
 from dapo_lab.trainer.learner import DAPOLearner
 from dapo_lab.trainer.logs import ProgressLog, StepProgressBar
 from dapo_lab.trainer.module import DAPOModule
@@ -89,6 +90,9 @@ def build_learner(cfg: DictConfig, **replace: Any) -> tuple[DAPOLearner, dict[st
     model, tokenizer = spec.load(data)  # a model that warm-starts does so on this data's worked solutions
     model.train()  # from_pretrained returns eval mode
     ref_model = copy.deepcopy(model).eval().requires_grad_(False) if parts["kl"].needs_reference else None
+    backend = backend_of(getattr(spec, "compile", False))
+    if backend:  # after the copy: the reference model scores once a step, eager
+        compile_layers(model, backend)
     render = functools.partial(render_prompt, tokenizer=tokenizer,
                                use_chat_template=bool(getattr(spec, "use_chat_template", False)))
     train, eval_ = prompt_sets(data, examples, tokenizer, render, model, parts)  # prompts that fit the context
@@ -102,6 +106,7 @@ def build_learner(cfg: DictConfig, **replace: Any) -> tuple[DAPOLearner, dict[st
 
 def build(cfg: DictConfig, output_dir: Path, **replace: Any) -> Built:
     """Everything a run needs: components, model, data, learner, module, Lightning trainer."""
+    check_compile(cfg)
     learner, parts = build_learner(cfg, **replace)
     module = DAPOModule(learner, parts["optim"])
     logger = instantiate(cfg.logger, save_dir=str(output_dir))
@@ -121,6 +126,17 @@ def build(cfg: DictConfig, output_dir: Path, **replace: Any) -> Built:
                         enable_checkpointing=False, use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1,
                         deterministic=bool(cfg.get("deterministic", False)))
     return Built(module=module, trainer=trainer, output_dir=output_dir)
+
+
+def check_compile(cfg: DictConfig) -> None:
+    """``model.compile`` only with strategies that keep each layer's parameters in place: FSDP2 and DeepSpeed swap
+    them for gathered copies around every layer's forward, which a compiled layer would have to re-trace."""
+    strategy = cfg.trainer.get("strategy")
+    target = str(strategy.get("_target_", "")) if isinstance(strategy, DictConfig) else ""
+    name = target.rsplit(".", 1)[-1]
+    if backend_of(cfg.model.get("compile", False)) and name in ("FSDP2Strategy", "DeepSpeedZeROStrategy"):
+        raise ValueError(f"model.compile={cfg.model.compile} works with one process or DDP (trainer=cpu, gpu_ddp, "
+                         f"...), not with {name}: set model.compile=false")
 
 
 def set_threads(threads: int | None) -> None:

@@ -24,6 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from dapo_lab.data.example import WarmStartSource
+from dapo_lab.models.compile import backend_of
 
 log = logging.getLogger(__name__)
 DTYPES = ("float32", "bfloat16", "float16")
@@ -117,6 +118,10 @@ class PretrainedModel:
             base models); false: the plain prompt text.
         trust_remote_code: let transformers run Python code shipped with the model's repository (needed by some
             architectures; it runs whatever that repository holds).
+        compile: compile each decoder layer's training forward and backward with `torch.compile`
+            (`models/compile.py`): true (inductor), false, or a backend name; the rollout and evaluation stay
+            eager. Costs a compilation at the first update (cached on disk for the next run); one process or DDP
+            only.
     """
 
     name_or_path: str
@@ -125,9 +130,11 @@ class PretrainedModel:
     gradient_checkpointing: bool = False
     use_chat_template: bool = True
     trust_remote_code: bool = False
+    compile: bool | str = False
 
     def __post_init__(self) -> None:
         _check_dtype(self.dtype)
+        backend_of(self.compile)
 
     def load(self, data: object = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """The model and tokenizer (`data` is accepted for a common interface and ignored: no warm start)."""
@@ -168,6 +175,10 @@ class TinyModel:
         warmstart_bf16: run the warm start under CPU bf16 autocast (faster on CPU; the weights keep their dtype).
         cache_dir: the folder of warm-started models, one subfolder per hash of the settings that change the
             weights (`cache_key`), so a second run with the same settings skips the warm start. Not in the key.
+        compile: compile each decoder layer's training forward and backward with `torch.compile`
+            (`models/compile.py`): true (inductor), false, or a backend name. The update ~1.4x faster on a 2-core
+            CPU after a compilation of ~80 s (~15 s once cached on disk), so it pays off beyond ~100 steps; the
+            rollout and evaluation stay eager. One process or DDP only.
     """
 
     hidden_size: int = 256
@@ -186,9 +197,11 @@ class TinyModel:
     warmstart_batch_size: int = 16
     warmstart_bf16: bool = True
     cache_dir: str = ".cache/dapo_lab"
+    compile: bool | str = False
 
     def __post_init__(self) -> None:
         _check_dtype(self.dtype)
+        backend_of(self.compile)
         if self.warmstart_steps < 0:
             raise ValueError(f"model.warmstart_steps must be >= 0, got {self.warmstart_steps}")
 

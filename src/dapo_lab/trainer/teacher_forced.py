@@ -11,6 +11,7 @@ import torch.utils.checkpoint
 from torch import Tensor
 
 from dapo_lab.algo import functional as F
+from dapo_lab.models.compile import compiled_layers
 
 
 def pack(prompt_ids: Sequence[Sequence[int]], response_ids: Tensor, pad_id: int,
@@ -118,8 +119,8 @@ def response_logprobs(
     input_ids, starts = pack(prompt_ids, response_ids, pad_id, response_lengths)
     targets = response_ids.to(device)  # [N, R]
     found: dict[str, Tensor | None] = {}
-    with _response_head(model.get_output_embeddings(), starts.to(device), targets, temperature, chunk_tokens,
-                        with_entropy, found):
+    with compiled_layers(model), _response_head(model.get_output_embeddings(), starts.to(device), targets,
+                                                temperature, chunk_tokens, with_entropy, found):
         # No attention mask: every row's padding comes after its last token, so causal attention already keeps it
         # out, and positions are 0.. for every row, as the rollout's (which count a row's real tokens).
         logp = model(input_ids=input_ids.to(device), use_cache=False, logits_to_keep=0).logits  # [N, R]
