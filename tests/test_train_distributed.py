@@ -41,8 +41,10 @@ def test_train_py_under_a_strategy_writes_one_gathered_policy(tmp_path, trainer)
 
     env = {**os.environ, "MASTER_PORT": str(worker_port(next(PORTS))), "PYTHONPATH": str(ROOT / "tests" / "trainer"),
            "OMP_NUM_THREADS": "1"}
+    # DDP also runs with model.compile (the layers' training passes traced by dynamo; aot_eager: no C++ build).
+    compile_ = ["model.compile=aot_eager"] if trainer == "cpu_ddp" else []
     run_bounded([sys.executable, "train.py", "debug=tiny", f"trainer={trainer}", "trainer.precision=32-true",
-                 "reward=custom", "reward.fn=helpers:parity_reward", f"hydra.run.dir={tmp_path / 'run'}"],
+                 "reward=custom", "reward.fn=helpers:parity_reward", f"hydra.run.dir={tmp_path / 'run'}", *compile_],
                 ROOT, env, timeout=300)
     run = tmp_path / "run"
     df = pd.read_csv(run / "csv" / "metrics.csv")
