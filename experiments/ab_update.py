@@ -37,7 +37,7 @@ from torch import Tensor
 
 import dapo_lab.trainer.learner as learner_module
 from dapo_lab.build import build, set_threads
-from dapo_lab.models.compile import _COMPILED, compile_layers, decoder_layers
+from dapo_lab.models.compile import _COMPILED, compile_layers, compiled_layers, decoder_layers
 from dapo_lab.trainer.groups import assemble
 from dapo_lab.trainer.optimization import PlainOptimization
 from dapo_lab.trainer.teacher_forced import _token_logprobs, response_logprobs
@@ -116,7 +116,7 @@ def main() -> None:
     lengths = batch.row_lengths()
     prompts = [len(p) for p in batch.prompt_ids]
     responses = batch.response_mask.sum(-1).tolist()
-    minis = len(batch) // (cfg.batch.mini_batch_prompts * cfg.batch.group_size)
+    minis = max(1, len(batch) // (cfg.batch.mini_batch_prompts * cfg.batch.group_size))
     padded = {"A": 0, "B": 0}
     for mini in torch.arange(len(batch)).tensor_split(minis):
         for rows in learner._micro_batches(batch, mini):
@@ -135,7 +135,7 @@ def main() -> None:
             width = round(sum(lengths[i] for i in mini.tolist()) / len(mini))
             ids = torch.randint(3, model.config.vocab_size, (len(mini), width), generator=generator)  # [n, L]
             optimization.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), compiled_layers(model):
                 logits = model(input_ids=ids, use_cache=False).logits  # [n, L, V]
                 loss = torch.log_softmax(logits.float(), -1)[..., 0].mean()
             optimization.backward(loss)
@@ -165,6 +165,12 @@ def main() -> None:
             vars(layer).pop(_COMPILED, None)
     ceiling_update()
     ceiling = statistics.median(ceiling_update() for _ in range(3))
+    compiled_ceiling = None
+    if args.compare == "compile":  # the compiled model's own ceiling: the same unpadded passes, compiled
+        for layer, forward in compiled.items():
+            setattr(layer, _COMPILED, forward)
+        ceiling_update()
+        compiled_ceiling = statistics.median(ceiling_update() for _ in range(3))
     tokens = int(batch.response_mask.sum()) * cfg.batch.ppo_epochs
     a, b = statistics.median(seconds["A"]), statistics.median(seconds["B"])
     print(f"one real step's batch: {len(batch)} rows, {tokens} response tokens, {real} real tokens; "
@@ -175,6 +181,10 @@ def main() -> None:
     print(f"| {names[args.compare][0]} | {a:.3f} | {tokens / a:,.0f} | {padded['A'] / real:.3f} | {ceiling / a:.2f} |")
     print(f"| {names[args.compare][1]} | {b:.3f} | {tokens / b:,.0f} | {padded['B'] / real:.3f} | {ceiling / b:.2f} |")
     print(f"| ceiling: no padding, eager | {ceiling:.3f} | {tokens / ceiling:,.0f} | 1.000 | 1.00 |")
+    if compiled_ceiling is not None:
+        print(f"| ceiling: no padding, compiled | {compiled_ceiling:.3f} | {tokens / compiled_ceiling:,.0f} | 1.000 | "
+              f"{ceiling / compiled_ceiling:.2f} |")
+        print(f"B against its own (compiled) ceiling: {compiled_ceiling / b:.2f}")
     print(f"B / A speed-up: {a / b:.3f}x")
     if gap is not None:
         for name, diff in gap.items():
@@ -182,6 +192,7 @@ def main() -> None:
                   f"{diff.mean():.2e}, max {diff.max():.2e}")
     if args.json:
         args.json.write_text(json.dumps({"compare": args.compare, "seconds": seconds, "ceiling_s": ceiling,
+                                         "compiled_ceiling_s": compiled_ceiling,
                                          "padded": padded, "real": real,
                                          "response_tokens": tokens, "overrides": overrides}, indent=1))
 

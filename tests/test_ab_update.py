@@ -1,0 +1,26 @@
+"""experiments/ab_update.py times two row layouts of the update on one real batch and prints their table."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ab_update.py"
+
+
+def test_ab_update_prints_both_sides_and_the_ceiling(tmp_path):
+    env = {**os.environ, "DAPO_CACHE": str(tmp_path / "cache")}
+    # sampling=none: the untrained debug model answers nothing right, so dynamic sampling would keep no group.
+    command = [sys.executable, str(SCRIPT), "--pairs", "1", "--json", str(tmp_path / "ab.json"), "debug=tiny",
+               "sampling=none"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {m[0]: [float(x.replace(",", "")) for x in m[1:]] for m in re.findall(
+        r"^\| ([^|]+?) \| ([\d.]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|$", done.stdout, flags=re.M)}
+    assert set(rows) == {"A: left-padded", "B: prompt+response rows", "ceiling: no padding, eager"}
+    # Each row computes at least its real tokens, and the new layout never more than the old one.
+    assert 1.0 <= rows["B: prompt+response rows"][2] <= rows["A: left-padded"][2]
+    speedup = float(re.search(r"B / A speed-up: ([\d.]+)x", done.stdout).group(1))
+    a, b = rows["A: left-padded"][0], rows["B: prompt+response rows"][0]
+    assert abs(speedup - a / b) < 0.01 and (tmp_path / "ab.json").is_file()
