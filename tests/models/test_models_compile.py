@@ -52,9 +52,12 @@ def passes(model: torch.nn.Module, shapes: list[tuple[int, int, int]]) -> list[t
     return out
 
 
-def test_compiled_layers_give_the_same_logprobs_and_gradients_with_one_graph_for_every_shape():
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_compiled_layers_give_the_same_logprobs_and_gradients_with_one_graph_for_every_shape(checkpointing):
     shapes = [(4, 7, 9), (6, 5, 12), (3, 9, 4)]  # rows and lengths change every pass, as in training
     model = small_model()
+    if checkpointing:  # model.gradient_checkpointing: the backward re-runs each compiled layer
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     eager = passes(model, shapes)
     counting = CountingBackend()
     compile_layers(model, counting)
