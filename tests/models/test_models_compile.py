@@ -3,6 +3,7 @@ everything outside the training passes left eager."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -79,8 +80,22 @@ def test_only_the_training_passes_run_compiled():
         model(input_ids=torch.tensor([[5, 6, 7]]))  # the rollout's prefill, evaluation: eager
     assert counting.graphs == 0
     with compiled_layers(model):
-        assert all(vars(layer)["forward"] is vars(layer)["_dapo_compiled_forward"] for layer in decoder_layers(model))
+        assert all(vars(layer)["forward"].__self__ is layer for layer in decoder_layers(model))
     assert all("forward" not in vars(layer) for layer in decoder_layers(model))
+
+
+def test_a_copy_of_a_compiled_model_runs_with_its_own_weights():
+    """The engine's bf16 copy and a reference model are deep copies: their layers must not run the original's."""
+    model = small_model()
+    compile_layers(model, CountingBackend())
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for param in twin.parameters():
+            param.mul_(0.5)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad(), compiled_layers(twin):
+        compiled = twin(input_ids=ids).logits
+    torch.testing.assert_close(compiled, twin(input_ids=ids).logits)  # the twin's eager output, not the original's
 
 
 def test_settings_and_clear_errors():

@@ -11,6 +11,7 @@ every pass (rows and lengths), hence ``dynamic=True``: one graph for all of them
 from __future__ import annotations
 
 import contextlib
+import types
 from collections.abc import Iterator
 
 import torch
@@ -51,8 +52,12 @@ def backend_of(setting: bool | str) -> str | None:
 def compile_layers(model: torch.nn.Module, backend: str = "inductor") -> None:
     """Give each decoder layer a compiled forward for :func:`compiled_layers` to switch on. Nothing compiles yet:
     the first training pass does (tens of seconds on a small CPU; PyTorch caches the result on disk)."""
-    for layer in decoder_layers(model):
-        setattr(layer, _COMPILED, torch.compile(layer.forward, dynamic=True, backend=backend))
+    layers = decoder_layers(model)
+    # The class's function, not each layer's bound method: a copy of the model (the engine's bf16 copy, a reference
+    # model) shares the attribute, and binding at switch-on time makes it run with its own weights.
+    compiled = torch.compile(type(layers[0]).forward, dynamic=True, backend=backend)
+    for layer in layers:
+        setattr(layer, _COMPILED, compiled)
 
 
 @contextlib.contextmanager
@@ -61,7 +66,7 @@ def compiled_layers(model: torch.nn.Module) -> Iterator[None]:
     forward again. A model without them is left as it is."""
     layers = [m for m in model.modules() if _COMPILED in vars(m)]
     for layer in layers:
-        layer.forward = vars(layer)[_COMPILED]
+        layer.forward = types.MethodType(vars(layer)[_COMPILED], layer)
     try:
         yield
     finally:
