@@ -231,8 +231,8 @@ class DAPOLearner:
     # ------------------------------------------------------------------ 2. score: π_old (and π_ref) once per step
     def _logprobs(self, model: torch.nn.Module, batch: TrainBatch, rows: Tensor,
                   with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Log-probs (and entropy) ``[n, w]`` of ``rows``, ``w`` their longest response: a pass computes no padding
-        beyond its own rows (causal attention: what a row's tokens see is the same at any padded width)."""
+        """Log-probs (and entropy) ``[n, w]`` of ``rows``, ``w`` their longest response; each row is its prompt and its
+        own response, padded only past its end to the pass's longest (``teacher_forced.pack``: the budget's width)."""
         width = _width(batch, rows)
         return response_logprobs(model, [batch.prompt_ids[i] for i in rows.tolist()], batch.response_ids[rows, :width],
                                  pad_id=self.pad_id, response_lengths=batch.response_mask[rows].sum(-1).tolist(),
