@@ -1,7 +1,7 @@
 """TRL's GRPOTrainer against dapo-lab, side by side: the same model folder, prompts, reward and settings.
 
     .venv/bin/python experiments/bench_vs_trl.py [--rounds 2] [--steps 12] [--out bench_vs_trl.json]
-        [--tiny | --shape {tiny,qwen2.5-0.5b}] [--device {cpu,cuda}] [--ours recompute engine bf16-decode]
+        [--tiny | --shape {tiny,qwen2.5-0.5b}] [--device {cpu,cuda}] [--ours recompute engine bf16-decode engine-compiled]
         [--skip-trl] [--warmstart-steps N] [--trl-attn sdpa] [--vllm-python .venv-vllm/bin/python]
 
 Needs the ``bench`` extra (``pip install "torch==2.13.0" -e ".[bench]"``: trl 1.16); ``src/`` never imports trl.
@@ -125,7 +125,10 @@ TINY: dict[str, Any] = {"debug": "tiny", "batch.group_size": 4, "batch.prompts_p
 OURS = {"dapo-lab recompute": ["rollout_correction.old_logprobs=recompute"],
         "dapo-lab engine": ["rollout_correction.old_logprobs=engine"],
         # decoding with a bf16 copy of the policy (rollout.dtype); π_old is then recomputed (auto)
-        "dapo-lab bf16 decode": ["rollout.dtype=bf16"]}
+        "dapo-lab bf16 decode": ["rollout.dtype=bf16"],
+        # model.compile (opt-in): the decoder layers' training forward/backward compiled; the first, untimed step
+        # pays the compilation (TRL's side stays eager: it has no per-layer compile of the training passes)
+        "dapo-lab engine compiled": ["rollout_correction.old_logprobs=engine", "model.compile=true"]}
 VLLM_ENV = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}  # plus VLLM_CPU_OMP_THREADS_BIND=0-<threads-1>, set per run
 # --shape: the model's dims (model.* of conf/model/tiny.yaml). tiny: that file as is (warm-started).
 SHAPES: dict[str, dict[str, Any]] = {

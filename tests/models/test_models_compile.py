@@ -81,6 +81,9 @@ def test_only_the_training_passes_run_compiled():
     assert counting.graphs == 0
     with compiled_layers(model):
         assert all(vars(layer)["forward"].__self__ is layer for layer in decoder_layers(model))
+        with compiled_layers(model):  # nested (a caller's block around response_logprobs' own): still compiled after
+            pass
+        assert all("forward" in vars(layer) for layer in decoder_layers(model))
     assert all("forward" not in vars(layer) for layer in decoder_layers(model))
 
 

@@ -63,8 +63,9 @@ def compile_layers(model: torch.nn.Module, backend: str = "inductor") -> None:
 @contextlib.contextmanager
 def compiled_layers(model: torch.nn.Module) -> Iterator[None]:
     """Within the block, layers given a compiled forward by :func:`compile_layers` run it; after it, their own
-    forward again. A model without them is left as it is."""
-    layers = [m for m in model.modules() if _COMPILED in vars(m)]
+    forward again. A model without them is left as it is; blocks may nest."""
+    # Layers already switched on (a nested block) are left to the block that switched them on.
+    layers = [m for m in model.modules() if _COMPILED in vars(m) and "forward" not in vars(m)]
     for layer in layers:
         layer.forward = types.MethodType(vars(layer)[_COMPILED], layer)
     try:
