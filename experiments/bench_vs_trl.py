@@ -1,8 +1,9 @@
 """TRL's GRPOTrainer against dapo-lab, side by side: the same model folder, prompts, reward and settings.
 
     .venv/bin/python experiments/bench_vs_trl.py [--rounds 2] [--steps 12] [--out bench_vs_trl.json]
-        [--tiny | --shape {tiny,qwen2.5-0.5b}] [--device {cpu,cuda}] [--ours recompute engine bf16-decode engine-compiled]
-        [--skip-trl] [--warmstart-steps N] [--trl-attn sdpa] [--vllm-python .venv-vllm/bin/python]
+        [--tiny | --shape {tiny,qwen2.5-0.5b}] [--device {cpu,cuda}]
+        [--ours recompute engine bf16-decode engine-compiled] [--skip-trl] [--warmstart-steps N]
+        [--trl-attn sdpa] [--vllm-python .venv-vllm/bin/python]
 
 Needs the ``bench`` extra (``pip install "torch==2.13.0" -e ".[bench]"``: trl 1.16); ``src/`` never imports trl.
 Run it alone: another torch job on the 2 cores skews it 10-100x (the load average is recorded before and after).

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from dapo_lab.build import build
+from dapo_lab.build import build, check_compile
 from dapo_lab.models.compile import backend_of, compile_layers, compiled_layers, decoder_layers
 from dapo_lab.models.tiny import build_tiny
 from dapo_lab.rollout import SamplingParams
@@ -108,11 +108,14 @@ def test_settings_and_clear_errors():
             backend_of(bad)
     with pytest.raises(ValueError, match="no model.layers"):
         decoder_layers(torch.nn.Linear(2, 2))
-    for trainer in ("cpu_fsdp", "cpu_deepspeed_zero2"):
+    configs = {}
+    for trainer in ("cpu_fsdp", "cpu_deepspeed_zero2", "cpu_deepspeed_zero3"):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[f"trainer={trainer}", "model.compile=true"])
-        with pytest.raises(ValueError, match="model.compile=True works with one process or DDP"):
-            build(cfg, Path("unused"))
+            configs[trainer] = compose(config_name="train", overrides=[f"trainer={trainer}", "model.compile=true"])
+    with pytest.raises(ValueError, match=r"not with ZeRO-3 \(trainer.strategy.stage=3\)"):
+        build(configs["cpu_deepspeed_zero3"], Path("unused"))
+    for trainer in ("cpu_fsdp", "cpu_deepspeed_zero2"):  # run compiled in tests/trainer/test_trainer_distributed.py
+        check_compile(configs[trainer])
 
 
 def test_the_engine_generates_with_a_compiled_model():

@@ -35,6 +35,25 @@ from dapo_lab.trainer.checkpoints import latest_checkpoint  # noqa: E402
 from dapo_lab.trainer.distributed import full_state_dict  # noqa: E402
 from dapo_lab.trainer.sharing import SharedBatch  # noqa: E402
 
+COMPILED = {"graphs": 0, "calls": 0}  # what the counting backend below saw in this process
+
+
+@torch._dynamo.register_backend
+def counting_aot_eager(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+    """``model.compile=counting_aot_eager``: dynamo's aot_eager backend (no C++ build), counting the graphs it was given
+    and how often they ran, so a test can tell the compiled layers really ran (dynamo falls back to eager silently
+    when it gives up, e.g. past its recompile limit)."""
+    COMPILED["graphs"] += 1
+    compiled = torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+    def run(*args: object) -> object:
+        COMPILED["calls"] += 1
+        return compiled(*args)
+
+    run._boxed_call = getattr(compiled, "_boxed_call", False)  # the calling convention dynamo uses
+    return run
+
+
 # Per rank, one pattern per generation round (4 groups of 4): M = mixed (informative), R / W = all right / wrong.
 # Step 1: 3 + 3 kept, then 4 + 3 (surplus 5). Step 2: rank 0 keeps nothing, rank 1 keeps 4. Step 3: two rounds.
 SCRIPTS = {0: ["MMWM", "MMMM", "RRRR", "MMMM", "MRMM", "MMMM"], 1: ["MMMR", "MWMM", "MMMM", "WWWW", "WWWW", "MMMM"]}
@@ -106,7 +125,8 @@ def train(trainer_name: str, out: Path, steps: int, kill_at: int | None, resume:
     built.trainer.fit(built.module, ckpt_path=str(ckpt) if ckpt else None)
     weights = {k: v.detach().clone() for k, v in full_state_dict(built.module.model).items()}  # a collective
     (out / f"rank{rank}.json").write_text(json.dumps({"counts": record.counts, "hooks": record.hooks,
-                                                      "global_step": built.trainer.global_step}))
+                                                      "global_step": built.trainer.global_step,
+                                                      "compiled": COMPILED}))
     if rank == 0:
         torch.save({"batches": record.batches, "weights": weights}, out / "run.pt")
     dist.barrier()  # no rank closes its sockets while a peer still reads from them (gloo aborts)
