@@ -391,8 +391,8 @@ class DAPOLearner:
             optimization.backward(loss, sync=k == passes - 1)  # this rank's share of the mini-batch loss
             weight = lm.sum().item() / max(mini_mask.sum().item(), 1)
             stats["actor/pg_loss"] = stats.get("actor/pg_loss", 0.0) + pg_loss.item()
-            for k, v in clip_metrics.items():
-                stats[k] = stats.get(k, 0.0) + v.item() * weight
+            for name, value in clip_metrics.items():
+                stats[name] = stats.get(name, 0.0) + value.item() * weight
         for k in range(len(micros), passes):  # forward and backward executed, loss × 0: the collectives line up
             optimization.backward(self._dummy_logprobs(self.model).sum() * 0.0, sync=k == passes - 1)
         return stats
