@@ -29,7 +29,8 @@
 # GPU_BENCH_WARMSTART_STEPS-step one (default 150) is built on the machine's CPU first (~10-30 s).
 #
 # Budget: GPU_BENCH_BUDGET seconds (default 420), 20 s kept for the summary. GPU_BENCH_OURS picks dapo-lab's variants
-# (default "recompute engine": the TRL twin and the default old-log-prob source; "bf16-decode" is the third);
+# (default "recompute engine": the TRL twin and the default old-log-prob source; "bf16-decode" and "engine-compiled",
+# model.compile=true with inductor's Triton kernels and a first step that compiles, are the others);
 # GPU_BENCH_TINY / GPU_BENCH_05B replace the rounds and steps. bench_vs_trl.py rewrites its JSON after every run, so
 # a step cut by its timeout keeps the runs it finished ("complete": false). Writes 6 files to $OUT: env.txt (install,
 # versions, one line per step with its exit code), bench_tiny.{json,log}, bench_0.5b.{json,log}, summary.md.

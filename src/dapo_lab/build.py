@@ -129,17 +129,16 @@ def build(cfg: DictConfig, output_dir: Path, **replace: Any) -> Built:
 
 
 def check_compile(cfg: DictConfig) -> None:
-    """``model.compile`` with every strategy but DeepSpeed ZeRO-3, whose hooks partition each parameter into an empty
-    placeholder between uses and gather it inside the layer's forward (DeepSpeed's own ``engine.compile`` handles
-    that; a compiled layer here would trace the placeholder). FSDP2 gathers a layer's parameters in hooks around its
-    forward, outside the compiled code, and ZeRO-1/2 leave them in place: both run compiled (tested)."""
+    """``model.compile`` with one process, DDP and FSDP2 (FSDP2 gathers a layer's parameters in hooks around its
+    forward, outside the compiled code; tested), not with DeepSpeed: ZeRO-3's hooks gather each submodule's
+    parameters inside the layer's forward (DeepSpeed's own ``engine.compile`` handles that), and ZeRO-1/2, which
+    leave them in place, are not in the test suite."""
     strategy = cfg.trainer.get("strategy")
     target = str(strategy.get("_target_", "")) if isinstance(strategy, DictConfig) else ""
     name = target.rsplit(".", 1)[-1]
-    stage = strategy.get("stage", 2) if isinstance(strategy, DictConfig) else None
-    if backend_of(cfg.model.get("compile", False)) and name == "DeepSpeedZeROStrategy" and stage == 3:
-        raise ValueError(f"model.compile={cfg.model.compile} works with one process, DDP, FSDP2 and DeepSpeed "
-                         f"ZeRO-1/2, not with ZeRO-3 (trainer.strategy.stage=3): set model.compile=false")
+    if backend_of(cfg.model.get("compile", False)) and name == "DeepSpeedZeROStrategy":
+        raise ValueError(f"model.compile={cfg.model.compile} works with one process, DDP and FSDP2 (trainer=cpu, "
+                         f"gpu_ddp, gpu_fsdp, ...), not with DeepSpeed: set model.compile=false")
 
 
 def set_threads(threads: int | None) -> None:

@@ -39,14 +39,14 @@ def run(out: Path, *args: str, timeout: int = 240, debug: bool = False, expect_k
 @pytest.mark.parametrize("trainer, budget, debug, compiled", [
     ("cpu_ddp", None, False, False),
     ("cpu_fsdp", 100, True, True),  # FSDP: token-budget passes, collectives checked (DETAIL), compiled layers
-    pytest.param("cpu_deepspeed_zero2", None, False, True, marks=DEEPSPEED),
+    pytest.param("cpu_deepspeed_zero2", None, False, False, marks=DEEPSPEED),
     pytest.param("cpu_deepspeed_zero3", None, False, False, marks=DEEPSPEED)],
-    ids=["cpu_ddp", "cpu_fsdp-token_budget-detail-compiled", "cpu_deepspeed_zero2-compiled", "cpu_deepspeed_zero3"])
+    ids=["cpu_ddp", "cpu_fsdp-token_budget-detail-compiled", "cpu_deepspeed_zero2", "cpu_deepspeed_zero3"])
 def test_two_ranks_train_exactly_like_one_process_on_the_union_batch(tmp_path, trainer, budget, debug, compiled):
     extra = ["--budget", str(budget)] if budget else []
-    # model.compile under FSDP2 / ZeRO-2: the strategies' hooks sit around each compiled layer (dist_check's counting
-    # aot_eager backend: no C++ build, and it counts the compiled graphs' runs).
-    extra += ["--set", "model.compile=counting_aot_eager"] if compiled else []
+    # model.compile under FSDP2: its hooks gather each layer's parameters around the compiled forward (dist_check's
+    # counting backend: dynamo's capture, run as traced, counted); the reference stays eager.
+    extra += ["--set", "model.compile=counting_dynamo"] if compiled else []
     run(tmp_path, "train", trainer, str(tmp_path), "3", *extra, debug=debug)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     if compiled:  # every rank ran its layers compiled, never falling back to eager at dynamo's recompile limit

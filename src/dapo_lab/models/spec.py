@@ -120,8 +120,8 @@ class PretrainedModel:
             architectures; it runs whatever that repository holds).
         compile: compile each decoder layer's training forward and backward with `torch.compile`
             (`models/compile.py`): true (inductor), false, or a backend name; the rollout and evaluation stay
-            eager. Costs a compilation at the first update (cached on disk for the next run); every strategy but
-            DeepSpeed ZeRO-3.
+            eager. Costs a compilation at the first update (cached on disk for the next run); one process, DDP or
+            FSDP2 (not DeepSpeed).
     """
 
     name_or_path: str
@@ -178,7 +178,7 @@ class TinyModel:
         compile: compile each decoder layer's training forward and backward with `torch.compile`
             (`models/compile.py`): true (inductor), false, or a backend name. The update ~1.4x faster on a 2-core
             CPU after a compilation of ~80 s (~15 s once cached on disk), so it pays off beyond ~100 steps; the
-            rollout and evaluation stay eager. Every strategy but DeepSpeed ZeRO-3.
+            rollout and evaluation stay eager. One process, DDP or FSDP2 (not DeepSpeed).
     """
 
     hidden_size: int = 256

@@ -49,7 +49,7 @@ from dapo_lab.trainer.metrics import (
     ROUND_REDUCTIONS,
     UPDATE_REDUCTIONS,
     EntropyTally,
-    long_response_weight,
+    batch_metrics,
     nonfinite_report,
     reduce_rows,
 )
@@ -145,7 +145,9 @@ class DAPOLearner:
                     rewards = rewards - self.kl.sequence_penalty(old_logp, ref_logp, batch.response_mask)
                 advantages, adv_metrics = self.advantage(rewards, self.batch_cfg.group_size)
                 metrics.update({k: float(v) for k, v in adv_metrics.items()})
-                metrics.update(self._batch_metrics(batch, old_logp, entropy, int(metrics["sampling/carried_groups"])))
+                carried_rows = int(metrics["sampling/carried_groups"]) * self.batch_cfg.group_size
+                metrics.update(batch_metrics(batch, old_logp, entropy, loss=self.loss, carried_rows=carried_rows,
+                                             recomputed=self.old_logprobs == "recompute", tis_cap=self.tis_cap))
             t0 = time.perf_counter()
             updates, tallies = self.update(batch, old_logp, ref_logp, advantages, step, optimization)
             metrics["time/update"] = time.perf_counter() - t0
@@ -281,28 +283,6 @@ class DAPOLearner:
                 lp = self._logprobs(self.ref_model, batch, rows)[0]  # [n, w]
                 ref[rows, : lp.shape[1]] = lp.cpu()
         return old, entropy, ref
-
-    def _batch_metrics(self, batch: TrainBatch, old_logp: Tensor, entropy: Tensor | None,
-                       carried_groups: int) -> dict[str, float]:
-        mask = batch.response_mask  # bool [N, R]
-        metrics = {"train/acc": batch.correct.float().mean().item(), "train/reward_mean": batch.rewards.mean().item(),
-                   "train/token_prob_mean": F.masked_mean(old_logp.exp(), mask).item(),
-                   "train/tokens": float(batch.loss_mask.sum()),
-                   "train/long_response_weight": long_response_weight(self.loss, batch.loss_mask)}
-        if entropy is not None:
-            metrics["train/entropy"] = F.masked_mean(entropy, mask).item()
-        # The engine/trainer gap on this step's own rollouts only: carried surplus groups (the global batch's first
-        # positions) were sampled before the last update, so their gap measures staleness, not the engine.
-        fresh = mask & (batch.global_rows >= carried_groups * self.batch_cfg.group_size)[:, None]  # bool [N, R]
-        if fresh.any() and self.old_logprobs == "recompute":
-            gap = (old_logp - batch.engine_logprobs).abs()  # [N, R]
-            metrics["rollout/logprob_abs_diff"] = F.masked_mean(gap, fresh).item()
-            metrics["rollout/logprob_abs_diff_max"] = gap[fresh].max().item()
-        if self.tis_cap is not None:
-            tis = F.truncated_importance_weights(old_logp, batch.engine_logprobs, cap=self.tis_cap)  # [N, R]
-            metrics["rollout/tis_weight_mean"] = F.masked_mean(tis, mask).item()
-            metrics["rollout/tis_capped_frac"] = F.masked_mean((tis >= self.tis_cap).float(), mask).item()
-        return metrics
 
     # ------------------------------------------------------------------ 3. update
     def update(self, batch: TrainBatch, old_logp: Tensor, ref_logp: Tensor | None, advantages: Tensor, step: int,

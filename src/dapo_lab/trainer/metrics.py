@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
+from dapo_lab.algo import functional as F
+
 if TYPE_CHECKING:
     from dapo_lab.trainer.groups import TrainBatch
 
@@ -116,6 +118,34 @@ def long_response_weight(aggregate: Callable[[Tensor, Tensor], Tensor], loss_mas
     long = (lengths > lengths[lengths > 0].float().median())[:, None]  # bool [N, 1]
     ones = loss_mask.float()  # [N, T]
     return (aggregate(ones * long, loss_mask) / aggregate(ones, loss_mask)).item()
+
+
+def batch_metrics(batch: TrainBatch, old_logp: Tensor, entropy: Tensor | None, *,
+                  loss: Callable[[Tensor, Tensor], Tensor], carried_rows: int, recomputed: bool,
+                  tis_cap: float | None) -> dict[str, float]:
+    """``train/*`` (and ``rollout/logprob_abs_diff*``, ``rollout/tis_*``) of a step's assembled batch.
+
+    ``old_logp``, ``entropy``: ``[N, R]``; ``carried_rows``: the global batch's first rows, carried over from the last
+    step; ``recomputed``: π_old came from a trainer forward (so it can be compared with the engine's log-probs)."""
+    mask = batch.response_mask  # bool [N, R]
+    metrics = {"train/acc": batch.correct.float().mean().item(), "train/reward_mean": batch.rewards.mean().item(),
+               "train/token_prob_mean": F.masked_mean(old_logp.exp(), mask).item(),
+               "train/tokens": float(batch.loss_mask.sum()),
+               "train/long_response_weight": long_response_weight(loss, batch.loss_mask)}
+    if entropy is not None:
+        metrics["train/entropy"] = F.masked_mean(entropy, mask).item()
+    # The engine/trainer gap on this step's own rollouts only: carried surplus groups (the global batch's first
+    # positions) were sampled before the last update, so their gap measures staleness, not the engine.
+    fresh = mask & (batch.global_rows >= carried_rows)[:, None]  # bool [N, R]
+    if fresh.any() and recomputed:
+        gap = (old_logp - batch.engine_logprobs).abs()  # [N, R]
+        metrics["rollout/logprob_abs_diff"] = F.masked_mean(gap, fresh).item()
+        metrics["rollout/logprob_abs_diff_max"] = gap[fresh].max().item()
+    if tis_cap is not None:
+        tis = F.truncated_importance_weights(old_logp, batch.engine_logprobs, cap=tis_cap)  # [N, R]
+        metrics["rollout/tis_weight_mean"] = F.masked_mean(tis, mask).item()
+        metrics["rollout/tis_capped_frac"] = F.masked_mean((tis >= tis_cap).float(), mask).item()
+    return metrics
 
 
 def nonfinite_report(step: int, update: int, batch: TrainBatch, mini: Tensor, stats: Mapping[str, float],
