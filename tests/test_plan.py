@@ -198,3 +198,19 @@ def test_example_is_what_the_cli_prints(path, capsys):
     assert command.startswith(prefix), text.splitlines()[0]
     main(command.removeprefix(prefix).split())
     assert capsys.readouterr().out == text, f"regenerate {path.name}: {command} > {path.relative_to(ROOT)}"
+
+
+def test_a_round_is_sized_for_oversampling_when_it_is_on():
+    """The engine's rows per round: gen_prompts × G, or with adaptive oversampling up to max_round_prompts × G,
+    at most max_num_seqs (256 unless set); the paper's fixed 1536-prompt rounds stay as they were."""
+    from dapo_lab.plan_report import sequences
+
+    def rows(*overrides: str) -> int:
+        return sequences(make_plan(compose(list(overrides)), Cluster(1, 1)))
+
+    assert rows() == 256  # the default: oversample on, up to 64 prompts x G 8 = 512, capped at 256
+    assert rows("sampling.max_round_prompts=24") == 24 * 8
+    assert rows("sampling.oversample=false") == 16 * 8
+    assert rows("sampling=none") == 16 * 8
+    assert rows("sampling.max_round_prompts=8") == 16 * 8  # a cap below gen_prompts: gen_prompts wins
+    assert rows("rollout=vllm", "rollout.max_num_seqs=100") == 100
