@@ -45,17 +45,3 @@ def pytest_runtest_makereport(item, call):
             report.outcome = "failed"
             report.longrepr = f"DAPO_REQUIRE_{missing[0].upper()}=1, but the test was skipped: {reason}"
     return report
-
-
-# The modules that take longest (clean-clone CI's --durations, 2 cores), longest first. pytest-xdist hands tests to
-# its workers in collection order, where tests/trainer/ comes last: its multi-process tests (~6 min together) then
-# ran at the end, and a worker sat idle while the other finished the last of them. Run first, they overlap the short
-# tests instead. Whole modules move, each in its own order, so a module-scoped fixture is still built once.
-HEAVY_MODULES = ["tests/trainer/test_trainer_distributed.py", "tests/test_reliability.py",
-                 "tests/test_train_distributed.py", "tests/test_sweeps.py", "tests/test_train_multinode.py",
-                 "tests/trainer/test_trainer_ddp.py", "tests/test_bench_vs_trl.py"]
-
-
-def pytest_collection_modifyitems(session, config, items):
-    first = {module: rank for rank, module in enumerate(HEAVY_MODULES)}
-    items.sort(key=lambda item: first.get(item.nodeid.split("::")[0], len(first)))  # stable: the rest keep their order

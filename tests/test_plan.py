@@ -208,9 +208,10 @@ def test_a_round_is_sized_for_oversampling_when_it_is_on():
     def rows(*overrides: str) -> int:
         return sequences(make_plan(compose(list(overrides)), Cluster(1, 1)))
 
-    assert rows() == 256  # the default: oversample on, up to 64 prompts x G 8 = 512, capped at 256
+    assert rows() == 256  # the default: oversample on, up to 4 x 16 prompts x G 8 = 512, capped at 256
     assert rows("sampling.max_round_prompts=24") == 24 * 8
     assert rows("sampling.oversample=false") == 16 * 8
     assert rows("sampling=none") == 16 * 8
     assert rows("sampling.max_round_prompts=8") == 16 * 8  # a cap below gen_prompts: gen_prompts wins
     assert rows("rollout=vllm", "rollout.max_num_seqs=100") == 100
+    assert rows("batch.gen_prompts=4", "batch.prompts_per_step=4") == 4 * 4 * 8  # null cap: 4 x gen_prompts

@@ -27,11 +27,13 @@ class Engine:
 
 def sequences(plan: Plan) -> int:
     """Sequences an engine is asked for at once: a round's prompts × ``group_size``, at most ``max_num_seqs``. A round
-    is ``gen_prompts``, or with ``sampling.oversample`` up to ``sampling.max_round_prompts`` if that is more."""
+    is ``gen_prompts``, or with ``sampling.oversample`` up to ``sampling.max_round_prompts`` (4 × ``gen_prompts`` if
+    null) if that is more."""
     b, sampling = plan.cfg["batch"], plan.cfg.get("sampling") or {}
     prompts = int(b["gen_prompts"])
     if sampling.get("oversample"):
-        prompts = max(prompts, int(sampling.get("max_round_prompts", prompts)))
+        cap = sampling.get("max_round_prompts")
+        prompts = max(prompts, int(cap) if cap is not None else 4 * prompts)
     return min(int(plan.cfg["rollout"].get("max_num_seqs", 256)), prompts * int(b["group_size"]))
 
 

@@ -36,6 +36,10 @@ def tiny_config(*overrides: str) -> DictConfig:
     base = TEST_OVERRIDES
     if "rollout=vllm" in overrides:  # the HF engine's own setting does not apply
         base = [o for o in base if not o.startswith("rollout.attn_implementation")]
+    if "sampling=none" not in overrides:
+        # Rounds of batch.gen_prompts, not the default's adaptive oversampling: a ScriptedReward scripts one pattern
+        # per round of 4 groups. A test of oversampling sets sampling.oversample=true after this (the last wins).
+        base = [*base, "sampling.oversample=false"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="train", overrides=[*base, *overrides])
 

@@ -68,7 +68,8 @@ class DynamicSampling:
             batch, made adaptive): ``ceil(missing groups / f)`` prompts, at least ``batch.gen_prompts`` and at most
             ``max_round_prompts``, so most steps need one round; surplus groups carry over as usual. False: every round
             generates ``batch.gen_prompts``.
-        max_round_prompts: the cap of an oversampled round (prompts per engine), bounding its memory and time.
+        max_round_prompts: the cap of an oversampled round (prompts per engine), bounding its memory and time;
+            None: 4 × ``batch.gen_prompts`` (the default run: 64), so a small config's rounds stay small.
 
     >>> keep, m = DynamicSampling().select(torch.tensor([1.0, 1.0, 0.0, 1.0]), group_size=2)
     >>> keep, m["sampling/kept_group_frac"].item()
@@ -78,20 +79,22 @@ class DynamicSampling:
     40
     >>> sampler.round_prompts(missing=16, engines=1, minimum=16, informative=None)  # nothing measured yet
     16
+    >>> DynamicSampling(oversample=True).round_prompts(missing=4, engines=1, minimum=4, informative=0.0)  # 4 x 4
+    16
     """
 
     dynamic: ClassVar[bool] = True
     metric: str = "acc"
     max_gen_batches: int = 10
     oversample: bool = False
-    max_round_prompts: int = 64
+    max_round_prompts: int | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in SAMPLING_METRICS:
             raise ValueError(f"sampling.metric must be one of {SAMPLING_METRICS}, got {self.metric!r}")
         if self.max_gen_batches < 1:
             raise ValueError(f"sampling.max_gen_batches must be >= 1, got {self.max_gen_batches}")
-        if self.max_round_prompts < 1:
+        if self.max_round_prompts is not None and self.max_round_prompts < 1:
             raise ValueError(f"sampling.max_round_prompts must be >= 1, got {self.max_round_prompts}")
 
     def round_prompts(self, missing: int, engines: int, minimum: int, informative: float | None) -> int:
@@ -100,7 +103,8 @@ class DynamicSampling:
         if not self.oversample or informative is None:
             return minimum
         wanted = math.ceil(missing / engines / max(informative, 0.05))
-        return max(minimum, min(wanted, self.max_round_prompts))
+        cap = self.max_round_prompts if self.max_round_prompts is not None else 4 * minimum
+        return max(minimum, min(wanted, cap))
 
     def select(self, values: Tensor, group_size: int) -> tuple[Tensor, dict[str, Tensor]]:
         """``values [N]`` -> ``(keep [N // group_size] bool, metrics)``."""
