@@ -203,7 +203,11 @@ def test_example_is_what_the_cli_prints(path, capsys):
 def test_a_round_is_sized_for_oversampling_when_it_is_on():
     """The engine's rows per round: gen_prompts × G, or with adaptive oversampling up to max_round_prompts × G,
     at most max_num_seqs (256 unless set); the paper's fixed 1536-prompt rounds stay as they were."""
+    from dapo_lab.algo.sampling import ROUND_CAP_FACTOR
+    from dapo_lab.plan_report import ROUND_CAP_FACTOR as PLANNED
     from dapo_lab.plan_report import sequences
+
+    assert PLANNED == ROUND_CAP_FACTOR  # the planner's copy (it never imports torch) is the sampler's
 
     def rows(*overrides: str) -> int:
         return sequences(make_plan(compose(list(overrides)), Cluster(1, 1)))

@@ -25,6 +25,11 @@ class Engine:
     tokens_per_s: float  # generated tokens/s per GPU (the engine's / TP)
 
 
+# algo.sampling.ROUND_CAP_FACTOR (an oversampled round's default cap, × gen_prompts), repeated: the planner never
+# imports torch. tests/test_plan.py checks that the two agree.
+ROUND_CAP_FACTOR = 4
+
+
 def sequences(plan: Plan) -> int:
     """Sequences an engine is asked for at once: a round's prompts × ``group_size``, at most ``max_num_seqs``. A round
     is ``gen_prompts``, or with ``sampling.oversample`` up to ``sampling.max_round_prompts`` (4 × ``gen_prompts`` if
@@ -33,7 +38,7 @@ def sequences(plan: Plan) -> int:
     prompts = int(b["gen_prompts"])
     if sampling.get("oversample"):
         cap = sampling.get("max_round_prompts")
-        prompts = max(prompts, int(cap) if cap is not None else 4 * prompts)
+        prompts = max(prompts, int(cap) if cap is not None else ROUND_CAP_FACTOR * prompts)
     return min(int(plan.cfg["rollout"].get("max_num_seqs", 256)), prompts * int(b["group_size"]))
 
 

@@ -18,6 +18,7 @@ from torch import Tensor
 from dapo_lab.algo import functional as F
 
 SAMPLING_METRICS = ("acc", "score")
+ROUND_CAP_FACTOR = 4  # an oversampled round's default cap: this many times batch.gen_prompts
 
 
 def _metrics(keep: Tensor) -> dict[str, Tensor]:
@@ -103,7 +104,7 @@ class DynamicSampling:
         if not self.oversample or informative is None:
             return minimum
         wanted = math.ceil(missing / engines / max(informative, 0.05))
-        cap = self.max_round_prompts if self.max_round_prompts is not None else 4 * minimum
+        cap = self.max_round_prompts if self.max_round_prompts is not None else ROUND_CAP_FACTOR * minimum
         return max(minimum, min(wanted, cap))
 
     def select(self, values: Tensor, group_size: int) -> tuple[Tensor, dict[str, Tensor]]:
