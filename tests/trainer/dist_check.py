@@ -5,6 +5,7 @@
     python dist_check.py reference OUT STEPS [--budget TOKENS] [--perturb]
 
 ``--set KEY=VALUE`` adds an override to both (``model.compile=...``: to the run only; the reference stays eager).
+:func:`reference` needs no process group, so the test calls it in its own process (one interpreter start fewer).
 ``train`` runs ``trainer=TRAINER`` on 2 processes with a per-rank scripted reward: ranks keep different numbers of
 groups, and in step 2 rank 0 keeps none; responses end at different lengths. Rank 0 records each step's global
 batch (every rank's groups, in global order) and the final full weights; each rank records its update and dummy
@@ -134,7 +135,17 @@ def train(trainer_name: str, out: Path, steps: int, kill_at: int | None, resume:
 
 
 def reference(out: Path, steps: int, budget: int | None, perturb: bool) -> None:
+    """Replay the run's recorded batches in this process on one thread (the run's ranks had one each), writing
+    ``reference.json`` (``perturbed.json`` with ``perturb``); the caller's thread count is restored after."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        _reference(out, steps, budget, perturb)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _reference(out: Path, steps: int, budget: int | None, perturb: bool) -> None:
     recorded = torch.load(out / "run.pt", weights_only=False)
     # The reference runs eager: a compiled distributed run must equal the plain single-process one.
     eager = [o for o in overrides(budget) if not o.startswith("model.compile=")]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dist_check import reference
 from helpers import run_bounded, worker_port
 
 SCRIPT = Path(__file__).with_name("dist_check.py")
@@ -65,7 +66,8 @@ def test_two_ranks_train_exactly_like_one_process_on_the_union_batch(tmp_path, t
         assert {n for where, n in hooks if where == "inside"} == {0}, hooks
         outside = {n for where, n in hooks if where == "outside"}
         assert len(outside) == 1 and outside.pop() > 0, hooks  # the same hooks restored after every call
-    run(tmp_path, "reference", str(tmp_path), "3", "--perturb", *extra)  # the reference and its control
+    for perturb in (False, True):  # the reference and its control, here: they need no process group
+        reference(tmp_path, 3, budget, perturb)
     exact = json.loads((tmp_path / "reference.json").read_text())
     control = json.loads((tmp_path / "perturbed.json").read_text())
     assert exact["steps"] == 3 and exact["movement"] > 1.0  # training moved the weights
