@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dapo_lab.algo import (
     DecoupledClip,
@@ -23,6 +28,7 @@ from dapo_lab.algo import (
     SymmetricClip,
     TokenMean,
 )
+from dapo_lab.algo.sampling import prompts_to_fill
 
 
 def test_symmetric_is_decoupled_with_equal_eps():
@@ -50,7 +56,8 @@ def test_clip_metrics_count_masked_tokens_only():
      (lambda: SymmetricClip(eps=-0.1), "eps"), (lambda: DecoupledClip(dual_clip=0.5), "dual_clip"),
      (lambda: SeqMeanTokenSumNorm(norm_len=0), "norm_len"), (lambda: KLLoss(kind="k9"), "kind"),
      (lambda: KLInReward(beta=-1.0), "beta"), (lambda: SoftOverlongPunishment(max_len=10, cache_len=20), "cache_len"),
-     (lambda: DynamicSampling(metric="entropy"), "metric"), (lambda: DynamicSampling(max_gen_batches=0), "max_gen")],
+     (lambda: DynamicSampling(metric="entropy"), "metric"), (lambda: DynamicSampling(max_gen_batches=0), "max_gen"),
+     (lambda: DynamicSampling(fill_probability=1.0), "fill_probability")],
 )
 def test_bad_component_arguments_name_the_field(build, match):
     with pytest.raises(ValueError, match=match):
@@ -115,3 +122,34 @@ def test_sampling_components():
     assert keep.tolist() == [False, True, False]
     assert m["sampling/discarded_group_frac"].item() == pytest.approx(2 / 3)
     assert DynamicSampling.dynamic and not KeepAll.dynamic
+
+
+def binomial_tail(n: int, f: float, m: int) -> float:
+    """P(Binomial(n, f) >= m), summed exactly term by term (in logs, so large n cannot overflow)."""
+    log_f, log_q = math.log(f), math.log1p(-f)
+    return sum(math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_f + (n - k) * log_q)
+               for k in range(m, n + 1))
+
+
+@given(missing=st.integers(1, 64), twentieths=st.integers(1, 19), probability=st.sampled_from([0.6, 0.75, 0.9, 0.95]))
+def test_a_round_sized_to_fill_with_a_probability_does(missing, twentieths, probability):
+    """prompts_to_fill's n prompts, each group informative with probability f, hold at least ``missing`` informative
+    groups with at least the asked probability (the exact binomial tail, not the normal approximation it solves),
+    and one prompt fewer does not satisfy the approximation it solves: the fewest such prompts."""
+    f = twentieths / 20
+    n = prompts_to_fill(missing, f, probability)
+    assert binomial_tail(n, f, missing) >= probability
+    z = {0.6: 0.2533471, 0.75: 0.6744898, 0.9: 1.2815516, 0.95: 1.6448536}[probability]  # standard-normal quantiles
+    assert (n - 1) * f - z * math.sqrt((n - 1) * f * (1 - f)) < missing <= n * f - z * math.sqrt(n * f * (1 - f)) + 1e-6
+
+
+@given(missing=st.integers(1, 256), twentieths=st.integers(1, 20), engines=st.integers(1, 8))
+def test_half_probability_sizes_a_round_at_the_mean(missing, twentieths, engines):
+    """At fill_probability 0.5 a round is ceil(missing / f) prompts in all (exact rational arithmetic here),
+    split over the engines, between the minimum and the cap."""
+    f = Fraction(twentieths, 20)
+    sampler = DynamicSampling(oversample=True, fill_probability=0.5, max_round_prompts=10**6)
+    expected = math.ceil(math.ceil(missing / f) / engines)
+    assert sampler.round_prompts(missing, engines, minimum=1, informative=float(f)) == expected
+    assert DynamicSampling(oversample=True, max_round_prompts=10**6).round_prompts(
+        missing, engines, minimum=1, informative=float(f)) >= expected  # the default's 0.9: a margin, never less

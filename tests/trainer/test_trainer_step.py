@@ -89,7 +89,7 @@ def test_oversampling_sizes_rounds_from_the_informative_fraction(oversample, rou
     """Half the groups inform. Without oversampling each step needs 2 rounds of 4 prompts. With it, step 1 measures
     the fraction (0.5) and step 2 asks for ceil(4 / 0.5) = 8 prompts at once: one round, the same prompts in all."""
     learner = make_learner(f"++sampling.oversample={str(oversample).lower()}", "++sampling.max_round_prompts=16",
-                           reward=AlternatingReward(group_size=4))
+                           "sampling.fill_probability=0.5", reward=AlternatingReward(group_size=4))
     got = [learner.collect_groups(step)[1] for step in range(2)]
     assert [m["sampling/num_gen_batches"] for m in got] == rounds
     assert [m["sampling/round_prompts"] for m in got] == prompts

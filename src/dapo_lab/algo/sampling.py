@@ -9,6 +9,7 @@ keep and how many generation rounds it may spend.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,6 +20,21 @@ from dapo_lab.algo import functional as F
 
 SAMPLING_METRICS = ("acc", "score")
 ROUND_CAP_FACTOR = 4  # an oversampled round's default cap: this many times batch.gen_prompts
+
+
+def prompts_to_fill(missing: int, informative: float, probability: float) -> int:
+    """The fewest prompts ``n`` whose informative groups, Binomial(``n``, ``informative``), reach ``missing`` with
+    ``probability``: by the normal approximation, ``n·f − z·sqrt(n·f·(1 − f)) ≥ missing`` with ``z`` the
+    probability's standard-normal quantile, a quadratic in ``sqrt(n)``. At probability 0.5 (``z = 0``) it is the
+    mean's ``ceil(missing / f)``; above it, the margin that makes one round enough more often than half the time.
+
+    >>> prompts_to_fill(16, 0.4, 0.5), prompts_to_fill(16, 0.4, 0.9), prompts_to_fill(16, 1.0, 0.9)
+    (40, 52, 16)
+    """
+    z = statistics.NormalDist().inv_cdf(probability)
+    spread = z * math.sqrt(informative * (1.0 - informative))
+    root = (spread + math.sqrt(spread**2 + 4.0 * informative * missing)) / (2.0 * informative)  # sqrt(n)
+    return math.ceil(root**2 - 1e-9)  # the tolerance: m / f = 40 must not round up to 41
 
 
 def _metrics(keep: Tensor) -> dict[str, Tensor]:
@@ -66,17 +82,23 @@ class DynamicSampling:
             fewer than ``batch.prompts_per_step`` (``sampling/bound_hit``: 1); kept groups beyond the batch carry over
             to the next step.
         oversample: size each round from the running informative fraction ``f`` (verl's ``gen_batch_size`` > train
-            batch, made adaptive): ``ceil(missing groups / f)`` prompts, at least ``batch.gen_prompts`` and at most
-            ``max_round_prompts``, so most steps need one round; surplus groups carry over as usual. False: every round
-            generates ``batch.gen_prompts``.
+            batch, made adaptive): enough prompts to fill the missing groups (``fill_probability``), at least
+            ``batch.gen_prompts`` and at most ``max_round_prompts``, so most steps need one round; surplus groups
+            carry over as usual. False: every round generates ``batch.gen_prompts``.
+        fill_probability: how an oversampled round is sized: the chance that it alone fills the batch if each of
+            its groups is informative with probability ``f`` (:func:`prompts_to_fill`). 0.5 sizes at the mean,
+            ``ceil(missing / f)``, so about every other step needs a second round; higher asks for a margin, whose
+            surplus carries over to the next step (the same groups generated per step in the long run, fewer rounds).
         max_round_prompts: the cap of an oversampled round (prompts per engine), bounding its memory and time;
             None: 4 × ``batch.gen_prompts`` (the default run: 64), so a small config's rounds stay small.
 
     >>> keep, m = DynamicSampling().select(torch.tensor([1.0, 1.0, 0.0, 1.0]), group_size=2)
     >>> keep, m["sampling/kept_group_frac"].item()
     (tensor([False,  True]), 0.5)
-    >>> sampler = DynamicSampling(oversample=True, max_round_prompts=64)
-    >>> sampler.round_prompts(missing=16, engines=1, minimum=16, informative=0.4)  # 16 / 0.4
+    >>> sampler = DynamicSampling(oversample=True, max_round_prompts=64, fill_probability=0.9)
+    >>> sampler.round_prompts(missing=16, engines=1, minimum=16, informative=0.4)  # fills the batch 9 times in 10
+    52
+    >>> DynamicSampling(oversample=True, fill_probability=0.5).round_prompts(16, 1, 16, 0.4)  # the mean: 16 / 0.4
     40
     >>> sampler.round_prompts(missing=16, engines=1, minimum=16, informative=None)  # nothing measured yet
     16
@@ -89,6 +111,7 @@ class DynamicSampling:
     max_gen_batches: int = 10
     oversample: bool = False
     max_round_prompts: int | None = None
+    fill_probability: float = 0.9
 
     def __post_init__(self) -> None:
         if self.metric not in SAMPLING_METRICS:
@@ -97,13 +120,16 @@ class DynamicSampling:
             raise ValueError(f"sampling.max_gen_batches must be >= 1, got {self.max_gen_batches}")
         if self.max_round_prompts is not None and self.max_round_prompts < 1:
             raise ValueError(f"sampling.max_round_prompts must be >= 1, got {self.max_round_prompts}")
+        if not 0.0 < self.fill_probability < 1.0:
+            raise ValueError(f"sampling.fill_probability must be in (0, 1), got {self.fill_probability}")
 
     def round_prompts(self, missing: int, engines: int, minimum: int, informative: float | None) -> int:
         """Prompts per engine for the next round: ``minimum``, or with ``oversample`` enough to fill ``missing``
-        groups at the measured informative fraction (floored at 5%, so a round that kept nothing stays bounded)."""
+        groups with ``fill_probability`` at the measured informative fraction (floored at 5%, so a round that kept
+        nothing stays bounded), shared by the ``engines``."""
         if not self.oversample or informative is None:
             return minimum
-        wanted = math.ceil(missing / engines / max(informative, 0.05))
+        wanted = math.ceil(prompts_to_fill(missing, max(informative, 0.05), self.fill_probability) / engines)
         cap = self.max_round_prompts if self.max_round_prompts is not None else ROUND_CAP_FACTOR * minimum
         return max(minimum, min(wanted, cap))
 
