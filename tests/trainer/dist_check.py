@@ -40,7 +40,6 @@ from dapo_lab.trainer.sharing import SharedBatch  # noqa: E402
 COMPILED = {"graphs": 0, "calls": 0}  # what the counting backend below saw in this process
 
 
-@torch._dynamo.register_backend
 def counting_dynamo(gm: torch.fx.GraphModule, example_inputs: list) -> object:
     """``model.compile=counting_dynamo``: dynamo captures the layer (its guards, parameters as inputs, one graph for
     many shapes) and the captured graph runs as traced (no AOT autograd, no C++ build: cheap enough for CI), counting
@@ -53,6 +52,12 @@ def counting_dynamo(gm: torch.fx.GraphModule, example_inputs: list) -> object:
         return gm.forward(*args)
 
     return run
+
+
+# Registered once per process: the test imports this file for its reference, and pytest's --doctest-modules imports
+# it again under another module name.
+if "counting_dynamo" not in torch._dynamo.list_backends(exclude_tags=()):
+    torch._dynamo.register_backend(counting_dynamo)
 
 
 # Per rank, one pattern per generation round (4 groups of 4): M = mixed (informative), R / W = all right / wrong.
