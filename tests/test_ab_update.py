@@ -1,7 +1,9 @@
 """experiments/ab_update.py times two row layouts of the update on one real batch and prints their table."""
 
+import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,5 +24,9 @@ def test_ab_update_prints_both_sides_and_the_ceiling(tmp_path):
     # Each row computes at least its real tokens, and the new layout never more than the old one.
     assert 1.0 <= rows["B: prompt+response rows"][2] <= rows["A: left-padded"][2]
     speedup = float(re.search(r"B / A speed-up: ([\d.]+)x", done.stdout).group(1))
-    a, b = rows["A: left-padded"][0], rows["B: prompt+response rows"][0]
-    assert abs(speedup - a / b) < 0.01 and (tmp_path / "ab.json").is_file()
+    # The printed speed-up is the ratio of the unrounded medians the JSON keeps (the table rounds them to 1 ms, which at
+    # 66 ms alone moves a ratio by 1.5%), to the 3 printed decimals.
+    seconds = json.loads((tmp_path / "ab.json").read_text())["seconds"]
+    a, b = statistics.median(seconds["A"]), statistics.median(seconds["B"])
+    assert abs(speedup - a / b) <= 0.0005 + 1e-9
+    assert round(a, 3) == rows["A: left-padded"][0] and round(b, 3) == rows["B: prompt+response rows"][0]
