@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import PARITY, ScriptedReward, favour_eos, make_learner, make_run  # noqa: E402
+from helpers import PARITY, ScriptedReward, favour_eos, make_learner, make_run, run_on_forked_ranks  # noqa: E402
 
 from dapo_lab.trainer import PlainOptimization  # noqa: E402
 from dapo_lab.trainer.checkpoints import latest_checkpoint  # noqa: E402
@@ -119,23 +119,6 @@ class Record(L.Callback):
             os.killpg(0, signal.SIGKILL)  # the whole run, mid-flight, with no chance to clean up
 
 
-def fork_ranks(world_size: int = 2) -> int | None:
-    """Start ranks 1.. as forks of this process, as torchrun would start them (``LOCAL_RANK`` set, so Lightning
-    launches nothing itself): they inherit the imports (~12 s of CPU per interpreter on a 2-core machine, which
-    Lightning's launcher pays again for each rank). Call before any torch op or thread. Returns the child's pid in
-    rank 0, None in the others. Lightning's own launcher is what ``tests/test_train_distributed.py`` runs."""
-    os.environ.update(MASTER_ADDR=os.environ.get("MASTER_ADDR", "127.0.0.1"), NODE_RANK="0",
-                      WORLD_SIZE=str(world_size), LOCAL_RANK="0")
-    child = None
-    for rank in range(1, world_size):
-        pid = os.fork()
-        if pid == 0:
-            os.environ["LOCAL_RANK"] = str(rank)
-            return None
-        child = pid
-    return child
-
-
 def train(trainer_name: str, out: Path, steps: int, kill_at: int | None, resume: bool, budget: int | None,
           parity: bool) -> None:
     rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -208,19 +191,8 @@ if __name__ == "__main__":
     a = parser.parse_args()
     EXTRA.extend(a.set)
     if a.mode == "train":
-        child = fork_ranks(2)
-        try:
-            train(a.args[0], Path(a.args[1]), int(a.args[2]), a.kill_at, a.resume, a.budget, a.parity)
-        except BaseException:
-            if child is not None:  # rank 0 failed: its peer would wait in a collective until the test's bound
-                os.kill(child, signal.SIGKILL)
-            raise
-        if child is None:  # rank 1: leave without the interpreter's exit handlers, which it shares with rank 0
-            sys.stdout.flush(), sys.stderr.flush()
-            os._exit(0)
-        _, status = os.waitpid(child, 0)
-        if status != 0:
-            sys.exit(f"rank 1 failed (wait status {status}); its output is above")
+        run_on_forked_ranks(lambda: train(a.args[0], Path(a.args[1]), int(a.args[2]), a.kill_at, a.resume, a.budget,
+                                          a.parity))
     else:  # --perturb: the reference, then its negative control, in one process (one start-up fewer)
         for perturb in [False, True] if a.perturb else [False]:
             reference(Path(a.args[0]), int(a.args[1]), a.budget, perturb)

@@ -8,6 +8,7 @@ import pickle
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -141,3 +142,31 @@ def run_bounded(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 2
     else:
         assert proc.returncode == 0, output[-3000:]
     return output
+
+
+def run_on_forked_ranks(main: Callable[[], None], world_size: int = 2) -> None:
+    """``main()`` on ``world_size`` ranks of one node: this process is rank 0, the others are its forks, started as
+    torchrun starts ranks (``LOCAL_RANK`` etc. set: Lightning launches no process of its own). The forks inherit the
+    imports: ~12 s of CPU per interpreter on a 2-core machine, which Lightning's launcher pays again for each rank
+    (its own launch is what ``tests/test_train_distributed.py`` runs). Call before any torch op or thread. A rank that
+    fails takes the others down; rank 0 exits nonzero if any fork did."""
+    os.environ.update(MASTER_ADDR=os.environ.get("MASTER_ADDR", "127.0.0.1"), NODE_RANK="0",
+                      WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+    forks = []
+    for rank in range(1, world_size):
+        pid = os.fork()
+        if pid == 0:
+            os.environ["LOCAL_RANK"] = str(rank)
+            main()  # an exception leaves through the interpreter's exit, with its traceback and status 1
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(0)  # not the exit handlers rank 0 registered before the fork
+        forks.append(pid)
+    try:
+        main()
+    except BaseException:
+        for pid in forks:  # a peer would wait in a collective until the test's bound
+            os.kill(pid, signal.SIGKILL)
+        raise
+    failed = [status for pid in forks if (status := os.waitpid(pid, 0)[1]) != 0]
+    if failed:
+        sys.exit(f"{len(failed)} forked rank(s) failed (wait status {failed}); their output is above")
