@@ -14,14 +14,8 @@ if [ -f "$stamp" ] && [ -x .venv/bin/python ] && sha256sum --status -c "$stamp" 
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --no-compile --upgrade pip
-# --no-compile: pip byte-compiles every file it installs, one at a time (~17,500 files, ~120 s of one core here), and
-# a process imports a quarter of them. Bytecode for what a run imports is written below by importing it once; the
-# rest is written by the first process that imports it (scripts/test.sh lets the tests write bytecode).
-.venv/bin/python -m pip install -q --no-compile "torch==2.13.0" -e ".[dev,analysis,wandb,launchers,bench]"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[dev,analysis,wandb,launchers,bench]"
 # DeepSpeed (trainer=*_deepspeed_zero2/3) is source-only: no CUDA ops to build on CPU, and it must see this torch.
-DS_BUILD_OPS=0 .venv/bin/python -m pip install -q --no-compile --no-build-isolation "deepspeed==0.19.8"
-# Where PYTHONDONTWRITEBYTECODE=1 is set (as on the machine this was measured on), nothing imported later would be
-# kept compiled, and every `python train.py` would compile torch and transformers again: 10-20 s per start.
-env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -c "import dapo_lab.run, dapo_lab.analysis, pandas, sympy, deepspeed"
+DS_BUILD_OPS=0 .venv/bin/python -m pip install -q --no-build-isolation "deepspeed==0.19.8"
 sha256sum pyproject.toml scripts/setup.sh > "$stamp"

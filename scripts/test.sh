@@ -4,9 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-# Bytecode is written: setup.sh compiled only what a run imports, and where PYTHONDONTWRITEBYTECODE=1 is set every
-# test process would compile the rest (matplotlib, deepspeed, trl, ...) from source again.
-unset PYTHONDONTWRITEBYTECODE
 set +e
 # One pytest-xdist worker per core (at most 4), one torch thread each (tests/conftest.py); a module fixture that
 # builds a real run builds it once for all workers (helpers.built_once). Clean-clone CI, 2 cores: 1365 s -> 665 s.
