@@ -58,7 +58,7 @@ def uninterrupted(tmp_path_factory, server) -> pd.DataFrame:
 
 
 def test_the_same_config_twice_logs_the_same_numbers(tmp_path, uninterrupted):
-    run_fresh(tmp_path / "again")  # a new interpreter against a fork of the server: nothing hangs on the process
+    run_fresh(tmp_path / "again")  # a new interpreter (its own hash seed) against the server's fork
     again = numbers(tmp_path / "again")
     assert list(again.index) == list(range(STEPS + 1)) and again.shape[1] > 30
     pd.testing.assert_frame_equal(again, uninterrupted, check_exact=True)  # bitwise, every column, every step

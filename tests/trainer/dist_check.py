@@ -7,13 +7,13 @@
 ``--set KEY=VALUE`` adds an override to both (``model.compile=...``: to the run only; the reference stays eager).
 :func:`reference` needs no process group, so the test calls it in its own process (one interpreter start fewer).
 ``train`` runs ``trainer=TRAINER`` on 2 processes (rank 1 forked from rank 0 after the imports, launched as torchrun
-launches ranks) with a per-rank scripted reward: ranks keep different numbers of
-groups, and in step 2 rank 0 keeps none; responses end at different lengths. Rank 0 records each step's global
-batch (every rank's groups, in global order) and the final full weights; each rank records its update and dummy
-pass counts. ``reference`` replays the recorded batches in ONE process with a plain AdamW and saves its weights:
-the distributed run must equal it within float tolerance. ``--perturb`` then also replays the batches in another
-order (a negative control: that comparison must fail). ``--parity`` scores with a content-based reward instead of the
-script (a resumed run must not depend on how many times the reward was called before the kill).
+launches ranks) with a per-rank scripted reward: ranks keep different numbers of groups, and in step 2 rank 0 keeps
+none; responses end at different lengths. Rank 0 records each step's global batch (every rank's groups, in global order)
+and the final full weights; each rank records its update and dummy pass counts. ``reference`` replays the recorded
+batches in ONE process with a plain AdamW and saves its weights: the distributed run must equal it within float
+tolerance. ``--perturb`` then also replays the batches in another order (a negative control: that comparison must fail).
+``--parity`` scores with a content-based reward instead of the script (a resumed run must not depend on how many times
+the reward was called before the kill).
 """
 
 from __future__ import annotations

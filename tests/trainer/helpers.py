@@ -148,8 +148,9 @@ def run_on_forked_ranks(main: Callable[[], None], world_size: int = 2) -> None:
     """``main()`` on ``world_size`` ranks of one node: this process is rank 0, the others are its forks, started as
     torchrun starts ranks (``LOCAL_RANK`` etc. set: Lightning launches no process of its own). The forks inherit the
     imports: ~12 s of CPU per interpreter on a 2-core machine, which Lightning's launcher pays again for each rank
-    (its own launch is what ``tests/test_train_distributed.py`` runs). Call before any torch op or thread. A rank that
-    fails takes the others down; rank 0 exits nonzero if any fork did."""
+    (its own launch is what ``tests/test_train_distributed.py`` runs). Call before any torch op or thread. If rank 0
+    fails it SIGKILLs the forks (they would wait in a collective until the test's bound); it exits nonzero if a fork
+    failed (a fork that fails mid-run leaves rank 0 in a collective: the test's bound then fails the run)."""
     os.environ.update(MASTER_ADDR=os.environ.get("MASTER_ADDR", "127.0.0.1"), NODE_RANK="0",
                       WORLD_SIZE=str(world_size), LOCAL_RANK="0")
     forks = []
@@ -164,7 +165,7 @@ def run_on_forked_ranks(main: Callable[[], None], world_size: int = 2) -> None:
     try:
         main()
     except BaseException:
-        for pid in forks:  # a peer would wait in a collective until the test's bound
+        for pid in forks:
             os.kill(pid, signal.SIGKILL)
         raise
     failed = [status for pid in forks if (status := os.waitpid(pid, 0)[1]) != 0]
