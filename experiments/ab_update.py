@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,9 @@ from dapo_lab.models.compile import _COMPILED, compile_layers, compiled_layers, 
 from dapo_lab.trainer.groups import assemble
 from dapo_lab.trainer.optimization import PlainOptimization
 from dapo_lab.trainer.teacher_forced import _token_logprobs, response_logprobs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from update_ceiling import ceiling_shapes, ceiling_update, training_autocast  # noqa: E402  (a sibling script)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -100,7 +104,7 @@ def main() -> None:
                 else:
                     vars(layer).pop(_COMPILED, None)
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # as Lightning's bf16-mixed step
+        with training_autocast(autocast):  # as Lightning's bf16-mixed step
             learner.update(batch, old_logp, None, advantages, 0, optimization)
         return time.perf_counter() - start
 
@@ -125,22 +129,13 @@ def main() -> None:
             padded["B"] += len(rows) * max(lengths[i] for i in rows)
     real = sum(lengths)
 
-    # The ceiling: per mini-batch, one pass over as many rows as it has, each as long as their mean real length,
-    # no padding, no mask, the same forward + backward + clip + AdamW: the same tokens at the model's rate (as
-    # bench_step.py's, at the real batch's shapes).
-    def ceiling_update() -> float:
-        generator = torch.Generator().manual_seed(0)
-        start = time.perf_counter()
-        for mini in torch.arange(len(batch)).tensor_split(minis):
-            width = round(sum(lengths[i] for i in mini.tolist()) / len(mini))
-            ids = torch.randint(3, model.config.vocab_size, (len(mini), width), generator=generator)  # [n, L]
-            optimization.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), compiled_layers(model):
-                logits = model(input_ids=ids, use_cache=False).logits  # [n, L, V]
-                loss = torch.log_softmax(logits.float(), -1)[..., 0].mean()
-            optimization.backward(loss)
-            optimization.step(last=False)
-        return time.perf_counter() - start
+    # The ceiling (update_ceiling.py): per optimizer step, one unpadded pass over as many rows as its mini-batch has,
+    # each their mean real length: the same tokens at the model's rate (bench_step.py's, on this batch).
+    shapes = ceiling_shapes(batch, minis) * cfg.batch.ppo_epochs
+
+    def ceiling() -> float:
+        with compiled_layers(model):  # the compiled forwards where side B's are installed, else eager
+            return ceiling_update(model, shapes, optimization, autocast)
 
     gap = None
     if args.compare == "compile":  # what compilation changes in the numbers: one pass's log-probs, both ways
@@ -153,7 +148,7 @@ def main() -> None:
                     vars(layer).pop(_COMPILED, None)
                 else:
                     setattr(layer, _COMPILED, forward)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with training_autocast(autocast):
                 logps.append(learner._logprobs(model, batch, rows)[0].detach())
         for layer in compiled:  # and fp32, eager: the reference both bf16 sides approximate
             vars(layer).pop(_COMPILED, None)
@@ -163,14 +158,14 @@ def main() -> None:
                "compiled bf16 autocast vs fp32": (logps[1] - reference).abs()[mask]}
         for layer in compiled:  # the ceiling is the eager model's
             vars(layer).pop(_COMPILED, None)
-    ceiling_update()
-    ceiling = statistics.median(ceiling_update() for _ in range(3))
+    ceiling()
+    ceiling_s = statistics.median(ceiling() for _ in range(3))
     compiled_ceiling = None
     if args.compare == "compile":  # the compiled model's own ceiling: the same unpadded passes, compiled
         for layer, forward in compiled.items():
             setattr(layer, _COMPILED, forward)
-        ceiling_update()
-        compiled_ceiling = statistics.median(ceiling_update() for _ in range(3))
+        ceiling()
+        compiled_ceiling = statistics.median(ceiling() for _ in range(3))
     tokens = int(batch.response_mask.sum()) * cfg.batch.ppo_epochs
     a, b = statistics.median(seconds["A"]), statistics.median(seconds["B"])
     print(f"one real step's batch: {len(batch)} rows, {tokens} response tokens, {real} real tokens; "
@@ -178,12 +173,14 @@ def main() -> None:
     print("| side | median s | response tok/s | padded tokens / real | of the ceiling |\n|---|--:|--:|--:|--:|")
     if args.compare == "compile":  # one layout on both sides
         padded["A"] = padded["B"]
-    print(f"| {names[args.compare][0]} | {a:.3f} | {tokens / a:,.0f} | {padded['A'] / real:.3f} | {ceiling / a:.2f} |")
-    print(f"| {names[args.compare][1]} | {b:.3f} | {tokens / b:,.0f} | {padded['B'] / real:.3f} | {ceiling / b:.2f} |")
-    print(f"| ceiling: no padding, eager | {ceiling:.3f} | {tokens / ceiling:,.0f} | 1.000 | 1.00 |")
+    print(f"| {names[args.compare][0]} | {a:.3f} | {tokens / a:,.0f} | {padded['A'] / real:.3f} | "
+          f"{ceiling_s / a:.2f} |")
+    print(f"| {names[args.compare][1]} | {b:.3f} | {tokens / b:,.0f} | {padded['B'] / real:.3f} | "
+          f"{ceiling_s / b:.2f} |")
+    print(f"| ceiling: no padding, eager | {ceiling_s:.3f} | {tokens / ceiling_s:,.0f} | 1.000 | 1.00 |")
     if compiled_ceiling is not None:
         print(f"| ceiling: no padding, compiled | {compiled_ceiling:.3f} | {tokens / compiled_ceiling:,.0f} | 1.000 | "
-              f"{ceiling / compiled_ceiling:.2f} |")
+              f"{ceiling_s / compiled_ceiling:.2f} |")
         print(f"B against its own (compiled) ceiling: {compiled_ceiling / b:.2f}")
     print(f"B / A speed-up: {a / b:.3f}x")
     if gap is not None:
@@ -191,7 +188,7 @@ def main() -> None:
             print(f"log-probs of one pass ({int(mask.sum())} tokens), {name}: |diff| mean "
                   f"{diff.mean():.2e}, max {diff.max():.2e}")
     if args.json:
-        args.json.write_text(json.dumps({"compare": args.compare, "seconds": seconds, "ceiling_s": ceiling,
+        args.json.write_text(json.dumps({"compare": args.compare, "seconds": seconds, "ceiling_s": ceiling_s,
                                          "compiled_ceiling_s": compiled_ceiling,
                                          "padded": padded, "real": real,
                                          "response_tokens": tokens, "overrides": overrides}, indent=1))

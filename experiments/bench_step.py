@@ -1,10 +1,12 @@
 """Where a default DAPO step's time goes, and the rollout engine against raw forwards, in one process.
 
-    .venv/bin/python experiments/bench_step.py [--steps 10] [override ...]
+    .venv/bin/python experiments/bench_step.py [--steps 10] [--pairs 5] [override ...]
 
 Builds the default run (``conf/train.yaml`` plus any Hydra overrides, e.g. ``rollout=vllm``), trains
 ``--steps`` steps without evaluations, and prints the mean phase times and throughputs the run logged
-(``time/*``, ``perf/*``, ``sampling/num_gen_batches``). Then, on the same model, it times raw cached forward
+(``time/*``, ``perf/*``, ``sampling/num_gen_batches``). Then the update's ceiling: the last step's update replayed
+on its own batch against a forward+backward+AdamW of the same tokens unpadded (``update_ceiling.py``), in
+``--pairs`` interleaved pairs, and the median fraction reached. Then, on the same model, it times raw cached forward
 passes at the size of one generation round (``gen_prompts × group_size`` rows × ``max_new_tokens``), the floor
 any decoder pays, so the engine's in-training throughput is compared with it side by side. In training,
 responses end at different lengths, so late decode steps run on few rows; the fixed-length comparison with EOS
@@ -14,6 +16,7 @@ off is ``experiments/bench_rollout.py``. Run it alone: another torch process on 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -28,10 +31,19 @@ from dapo_lab.build import build, set_threads
 from dapo_lab.rollout.direct_decode import direct_decoder
 from dapo_lab.rollout.hf import _cache_kwarg
 from dapo_lab.rollout.kv_cache import preallocated_cache
-from dapo_lab.trainer.teacher_forced import response_logprobs
+from dapo_lab.trainer.optimization import PlainOptimization
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_rollout import raw_decode  # noqa: E402  (a sibling script, not a package)
+from update_ceiling import (  # noqa: E402
+    CapturedUpdate,
+    capture_updates,
+    ceiling_shapes,
+    ceiling_update,
+    fraction_of_ceiling,
+    paired,
+    replay_update,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PHASES = ["time/generate", "time/grade", "time/old_logprob", "time/weight_sync", "time/update", "time/step",
@@ -39,54 +51,50 @@ PHASES = ["time/generate", "time/grade", "time/old_logprob", "time/weight_sync",
           "rollout/response_len_mean", "rollout/tokens", "train/tokens", "rollout/logprob_abs_diff"]
 
 
-def train_steps(cfg: DictConfig, out: Path) -> dict[str, float]:
-    """Train ``cfg.trainer.max_steps`` steps; the mean of each logged phase metric over the steps after the first."""
+def train_steps(cfg: DictConfig, out: Path, pairs: int) -> dict[str, float]:
+    """Train ``cfg.trainer.max_steps`` steps; the mean of each logged phase metric over the steps after the first;
+    then the same-process ceilings."""
     set_threads(cfg.get("threads"))
     built = build(cfg, out)
+    captured = capture_updates(built.learner)
     built.trainer.fit(built.module)
     long = read_metrics_csv(next(out.rglob("metrics.csv")))  # step, metric, value
     frame = long.pivot_table(index="step", columns="metric", values="value")  # one row per step
     steps = frame.dropna(subset=["time/step"]).iloc[1:]  # the first step pays one-off allocations
     means = {name: float(steps[name].mean()) for name in PHASES if name in steps and steps[name].notna().any()}
     means["steps timed"] = float(len(steps))
-    bench_raw_update(built, cfg, means)  # first: the raw forward switches the model to the decode kernel
+    bench_update_ceiling(built, cfg, captured, pairs, means)  # first: the raw forward switches to the decode kernel
     bench_raw_forward(built, cfg, means)
     if hasattr(built.learner.rollout, "attn_implementation"):  # the HF engine (vLLM's runs in another process)
         bench_round(built, cfg, means)
     return means
 
 
-def bench_raw_update(built, cfg: DictConfig, means: dict[str, float]) -> None:
-    """The update's ceiling: forward + backward + clip + AdamW of the same model on one micro-batch's rows, every
-    row the run's mean prompt + mean response length (no padding), in the trainer's precision."""
-    learner = built.learner
-    rows = min(int(cfg.batch.micro_batch_size or 10**9), cfg.batch.mini_batch_prompts * cfg.batch.group_size)
-    prompt_len = round(sum(len(learner.train.ids(i)) for i in range(rows)) / rows)
-    response_len = max(1, round(means.get("rollout/response_len_mean", cfg.generation.max_new_tokens)))
-    vocab = learner.model.config.vocab_size
-    generator = torch.Generator().manual_seed(0)
-    prompts = torch.randint(3, vocab, (rows, prompt_len), generator=generator).tolist()
-    responses = torch.randint(3, vocab, (rows, response_len), generator=generator)  # [rows, R], no padding
+def bench_update_ceiling(built, cfg: DictConfig, captured: CapturedUpdate, pairs: int,
+                         means: dict[str, float]) -> None:
+    """The last step's update replayed on its own batch against the update's ceiling on the same token count
+    (``update_ceiling.py``), in ``pairs`` interleaved pairs; AdamW at lr 1e-12, so the model the decode benches
+    below time is the trained one."""
+    if captured.args is None:  # no step had an informative group: nothing was updated
+        return
+    learner, batch = built.learner, captured.args[0]
     model = learner.model.train()  # with the kernel it trains with (the engine restores it after decoding)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-12)
+    optimization = PlainOptimization(torch.optim.AdamW(model.parameters(), lr=1e-12), model.parameters(),
+                                     cfg.optim.grad_clip)
     autocast = "bf16" in str(cfg.trainer.precision)
-
-    def one_pass() -> float:
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            logp, _ = response_logprobs(model, prompts, responses, pad_id=learner.pad_id,
-                                        temperature=cfg.generation.temperature)  # [rows, R]
-            loss = -logp.mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
-
-    one_pass()  # AdamW state, kernel caches
-    seconds = sorted(one_pass() for _ in range(5))[2]
-    means[f"raw update response tokens/s ({rows} rows x {prompt_len}+{response_len}, unpadded)"] = (
-        rows * response_len / seconds)
+    updates = cfg.batch.prompts_per_step // cfg.batch.mini_batch_prompts
+    shapes = ceiling_shapes(batch, updates) * cfg.batch.ppo_epochs
+    update_s, ceiling_s = paired(lambda: replay_update(model, captured, optimization, autocast),
+                                 lambda: ceiling_update(model, shapes, optimization, autocast), pairs)
+    tokens = int(batch.response_mask.sum()) * cfg.batch.ppo_epochs
+    means["update replayed on the last step's batch, median s"] = statistics.median(update_s)
+    means[f"update ceiling, median s ({len(shapes)} unpadded passes, {tokens} response tokens)"] = (
+        statistics.median(ceiling_s))
+    means["update ceiling response tokens/s"] = tokens / statistics.median(ceiling_s)
+    fraction, per_pair = fraction_of_ceiling(update_s, ceiling_s)
+    means["update / ceiling, median of pairs"] = fraction
+    means["pairs"] = float(pairs)
+    print("update / ceiling per pair: " + ", ".join(f"{r:.2f}" for r in per_pair))
 
 
 def bench_raw_forward(built, cfg: DictConfig, means: dict[str, float]) -> None:
@@ -187,6 +195,7 @@ def bench_round(built, cfg: DictConfig, means: dict[str, float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved update/ceiling pairs (default 5)")
     args, overrides = parser.parse_known_args()
     if args.steps < 2:
         parser.error("--steps must be >= 2 (the first step is not timed)")
@@ -195,7 +204,7 @@ def main() -> None:
             f"trainer.max_steps={args.steps}", "trainer.enable_progress_bar=false",
             f"evaluation.every={args.steps + 1}", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
-        means = train_steps(cfg, Path(tmp))
+        means = train_steps(cfg, Path(tmp), args.pairs)
     print(f"default run, {args.steps} steps, overrides {overrides or 'none'}, threads {torch.get_num_threads()}")
     print("| metric | mean |\n|---|--:|")
     for name, value in means.items():
@@ -212,9 +221,12 @@ def main() -> None:
         if "replayed round tokens/s, direct decode steps" in means:
             print("engine round / replayed round with direct decode steps: "
                   f"{engine / means['replayed round tokens/s, direct decode steps']:.2f}")
-    update = next(value for name, value in means.items() if name.startswith("raw update"))
-    if "perf/update_tokens_per_s" in means:
-        print(f"update in training / raw update: {means['perf/update_tokens_per_s'] / update:.2f}")
+    if "update / ceiling, median of pairs" in means:
+        print(f"update / ceiling, {args.pairs} interleaved pairs on the last step's batch: "
+              f"{means['update / ceiling, median of pairs']:.2f}")
+        if "perf/update_tokens_per_s" in means:  # not paired: the steps and the ceiling minutes apart
+            print("update in training (mean of steps) / ceiling, tokens/s: "
+                  f"{means['perf/update_tokens_per_s'] / means['update ceiling response tokens/s']:.2f}")
 
 
 if __name__ == "__main__":
