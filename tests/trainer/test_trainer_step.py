@@ -11,6 +11,7 @@ import torch
 from helpers import PARITY, ScriptedReward, favour_eos, gradient_only, make_learner, make_run
 
 from dapo_lab.trainer import PlainOptimization
+from dapo_lab.trainer.balance import micro_batches
 from dapo_lab.trainer.groups import assemble
 
 
@@ -35,6 +36,21 @@ def test_micro_batches_give_the_mini_batch_gradient(loss):
     for a, b in zip(whole, pieces):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
     assert any(g.abs().sum() > 0 for g in whole)
+
+
+def test_token_budget_passes_read_the_row_lengths_once():
+    # Once per call, not once per row: each read sums the whole [N, R] mask (3 s a mini-batch at 1k rows x 20k).
+    learner = make_learner("sampling=none", "batch.max_tokens_per_micro_batch=120", *PARITY)
+    favour_eos(learner)
+    batch = assemble(learner.collect_groups(0)[0].groups, learner.pad_id)
+    lengths, reads = batch.row_lengths(), []
+    batch.row_lengths = lambda: reads.append(1) or lengths
+    rows = torch.randperm(len(batch), generator=torch.Generator().manual_seed(0))  # a mini-batch's shuffled rows
+    passes = learner._micro_batches(batch, rows)
+    assert len(reads) == 1 and len(passes) > 1
+    expected = micro_batches([lengths[i] for i in rows.tolist()], learner.batch_cfg.micro_batch_size, 120)
+    assert [p.tolist() for p in passes] == [[rows[j].item() for j in part] for part in expected]
+    assert all(len(p) * max(lengths[i] for i in p.tolist()) <= 120 or len(p) == 1 for p in passes)
 
 
 def test_dynamic_sampling_refills_and_carries_surplus():

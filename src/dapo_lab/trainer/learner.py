@@ -247,8 +247,10 @@ class DAPOLearner:
 
     def _micro_batches(self, batch: TrainBatch, rows: Tensor) -> list[Tensor]:
         """``rows`` of ``batch`` cut into forward/backward passes (row count, or the token budget)."""
-        lengths = [batch.row_lengths()[i] for i in rows.tolist()] if self.batch_cfg.max_tokens_per_micro_batch else (
-            [0] * len(rows))
+        lengths = [0] * len(rows)
+        if self.batch_cfg.max_tokens_per_micro_batch:
+            every = batch.row_lengths()  # once: it sums the whole [N, R] mask (per row, 3 s a mini-batch at 1k x 20k)
+            lengths = [every[i] for i in rows.tolist()]
         return [rows[torch.tensor(part, dtype=torch.long)] for part in
                 micro_batches(lengths, self.batch_cfg.micro_batch_size, self.batch_cfg.max_tokens_per_micro_batch)]
 
