@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/bench_vs_trl.py [--rounds 2] [--steps 12] [--out bench_vs_trl.json]
         [--tiny | --shape {tiny,qwen2.5-0.5b}] [--device {cpu,cuda}]
-        [--ours recompute engine bf16-decode engine-compiled] [--skip-trl] [--warmstart-steps N]
+        [--ours recompute engine bf16-decode bf16-decode-engine engine-compiled] [--skip-trl] [--warmstart-steps N]
         [--trl-attn sdpa] [--vllm-python .venv-vllm/bin/python]
 
 Needs the ``bench`` extra (``pip install "torch==2.13.0" -e ".[bench]"``: trl 1.16); ``src/`` never imports trl.
@@ -127,6 +127,8 @@ OURS = {"dapo-lab recompute": ["rollout_correction.old_logprobs=recompute"],
         "dapo-lab engine": ["rollout_correction.old_logprobs=engine"],
         # decoding with a bf16 copy of the policy (rollout.dtype); π_old is then recomputed (auto)
         "dapo-lab bf16 decode": ["rollout.dtype=bf16"],
+        # the bf16 copy's own sampling log-probs as π_old (no recompute): the distribution the tokens were drawn from
+        "dapo-lab bf16 decode engine": ["rollout.dtype=bf16", "rollout_correction.old_logprobs=engine"],
         # model.compile (opt-in): the decoder layers' training forward/backward compiled; the first, untimed step
         # pays the compilation (TRL's side stays eager: it has no per-layer compile of the training passes)
         "dapo-lab engine compiled": ["rollout_correction.old_logprobs=engine", "model.compile=true"]}
