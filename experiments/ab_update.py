@@ -1,7 +1,7 @@
 """Two ways of running the update phase, timed interleaved in one process on the same real batch, beside the
 update's ceiling measured in the same process.
 
-    .venv/bin/python experiments/ab_update.py [--compare layout|compile] [--pairs 6] [--json out.json] [override ...]
+    .venv/bin/python experiments/ab_update.py [--compare layout|compile|cut] [--pairs 6] [--json out.json] [overrides]
 
 Builds the default run (``conf/train.yaml`` plus Hydra overrides), generates one real step's batch with the run's
 own engine and dynamic sampling, and runs the learner's whole update on it (every mini-batch's forward/backward
@@ -12,6 +12,10 @@ passes, clipping and AdamW) alternately with side A and side B, the order revers
   longest response, with an attention mask;
 - B: ``trainer/teacher_forced.pack``: each row its prompt then its own response, padded only to the pass's
   longest ``prompt + response`` (what the token budget assumes), no attention mask.
+
+``--compare cut``: how the token budget cuts a mini-batch's rows (sorted longest first) into passes:
+- A: each pass filled while ``rows × its first row`` fits (until 2026-12-02);
+- B: ``trainer/balance.micro_batches``: as few passes, and of those cuts the one computing the fewest padded tokens.
 
 ``--compare compile``: A eager, B with ``model.compile`` (``models/compile.py``: each decoder layer's training
 forward compiled); the compilation happens in an untimed warm-up, whose time is printed.
@@ -39,6 +43,7 @@ from torch import Tensor
 import dapo_lab.trainer.learner as learner_module
 from dapo_lab.build import build, set_threads
 from dapo_lab.models.compile import _COMPILED, compile_layers, compiled_layers, decoder_layers
+from dapo_lab.trainer.balance import micro_batches
 from dapo_lab.trainer.groups import assemble
 from dapo_lab.trainer.optimization import PlainOptimization
 from dapo_lab.trainer.teacher_forced import _token_logprobs, response_logprobs
@@ -69,9 +74,23 @@ def left_padded_logprobs(model: torch.nn.Module, prompt_ids: list[list[int]], re
     return _token_logprobs(logits, response_ids, temperature, with_entropy)
 
 
+def filled_micro_batches(lengths: list[int], max_rows: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Side A of ``--compare cut``: the token-budget rule until 2026-12-02, each pass (rows sorted longest first)
+    filled while ``rows × its first row`` fits; without a budget, ``micro_batches``'s consecutive runs."""
+    if max_tokens is None:
+        return micro_batches(lengths, max_rows)
+    out: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        if out and len(out[-1]) < max_rows and (len(out[-1]) + 1) * lengths[out[-1][0]] <= max_tokens:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=["layout", "compile"], default="layout")
+    parser.add_argument("--compare", choices=["layout", "compile", "cut"], default="layout")
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--json", type=Path, help="also write the timings here")
     args, overrides = parser.parse_known_args()
@@ -88,15 +107,19 @@ def main() -> None:
     model = learner.model.train()
     optimization = PlainOptimization(torch.optim.AdamW(model.parameters(), lr=1e-12), model.parameters(), 1.0)
     layouts = {"A": left_padded_logprobs, "B": response_logprobs}
+    cuts = {"A": micro_batches, "B": micro_batches}
+    if args.compare == "cut":
+        layouts["A"], cuts["A"] = response_logprobs, filled_micro_batches
     autocast = "bf16" in str(cfg.trainer.precision)
     if args.compare == "compile":
         layouts["A"] = response_logprobs
         compile_layers(model)
         compiled = {layer: vars(layer)[_COMPILED] for layer in decoder_layers(model)}
-    names = {"layout": ("A: left-padded", "B: prompt+response rows"), "compile": ("A: eager", "B: model.compile")}
+    names = {"layout": ("A: left-padded", "B: prompt+response rows"), "compile": ("A: eager", "B: model.compile"),
+             "cut": ("A: passes filled", "B: fewest padded tokens")}
 
     def timed_update(side: str) -> float:
-        learner_module.response_logprobs = layouts[side]
+        learner_module.response_logprobs, learner_module.micro_batches = layouts[side], cuts[side]
         if args.compare == "compile":
             for layer, forward in compiled.items():
                 if side == "B":
@@ -114,7 +137,7 @@ def main() -> None:
     for pair in range(args.pairs):
         for side in ("AB" if pair % 2 == 0 else "BA"):
             seconds[side].append(timed_update(side))
-    learner_module.response_logprobs = response_logprobs
+    learner_module.response_logprobs, learner_module.micro_batches = response_logprobs, micro_batches
 
     # What the passes compute: rows x their padded width, per layout, against the rows' real tokens.
     lengths = batch.row_lengths()
@@ -122,11 +145,16 @@ def main() -> None:
     responses = batch.response_mask.sum(-1).tolist()
     minis = max(1, len(batch) // (cfg.batch.mini_batch_prompts * cfg.batch.group_size))
     padded = {"A": 0, "B": 0}
-    for mini in torch.arange(len(batch)).tensor_split(minis):
-        for rows in learner._micro_batches(batch, mini):
-            rows = rows.tolist()
-            padded["A"] += len(rows) * (max(prompts[i] for i in rows) + max(responses[i] for i in rows))
-            padded["B"] += len(rows) * max(lengths[i] for i in rows)
+    for side in "AB":
+        learner_module.micro_batches = cuts[side]
+        for mini in learner.mini_batches(batch, 0):  # the update's own shuffled mini-batches (it ran with step 0)
+            for rows in learner._micro_batches(batch, mini):
+                rows = rows.tolist()
+                if args.compare == "layout" and side == "A":
+                    padded["A"] += len(rows) * (max(prompts[i] for i in rows) + max(responses[i] for i in rows))
+                else:
+                    padded[side] += len(rows) * max(lengths[i] for i in rows)
+    learner_module.micro_batches = micro_batches
     real = sum(lengths)
 
     # The ceiling (update_ceiling.py): per optimizer step, one unpadded pass over as many rows as its mini-batch has,

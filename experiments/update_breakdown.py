@@ -4,9 +4,8 @@
 
 Trains two steps of the run (``conf/train.yaml`` plus Hydra overrides), keeps the last step's batch, and times on it:
 
-1. **Passes**, forward and backward separately (no optimizer step), summed over the update's passes: the batch cut
-   into as many mini-batches as the update has (consecutive rows; the update draws them at random), each cut into
-   token-budget micro-batches as the learner cuts them:
+1. **Passes**, forward and backward separately (no optimizer step), summed over the update's own passes: the
+   step's shuffled mini-batches (``DAPOLearner.mini_batches``), each cut into token-budget micro-batches:
    - ``update``: the learner's log-probs of each pass (``DAPOLearner._logprobs``) with and without the entropy;
    - ``body, padded rows``: the decoder body alone on the same packed rows (no head, no log-probs);
    - ``body, mean-length rows``: the body on as many rows per pass, each the pass's mean real length (no padding);
@@ -85,7 +84,7 @@ def main() -> None:
     model = learner.model.train()
     autocast = "bf16" in str(cfg.trainer.precision)
     updates = cfg.batch.prompts_per_step // cfg.batch.mini_batch_prompts
-    minis = torch.arange(len(batch)).tensor_split(updates)
+    minis = learner.mini_batches(batch, captured.args[4])  # the update's own (shuffled) mini-batches of that step
     passes = [rows for mini in minis for rows in learner._micro_batches(batch, mini)]
     lengths, responses = batch.row_lengths(), batch.response_mask.sum(-1).tolist()
     vocab = model.config.vocab_size

@@ -30,3 +30,16 @@ def test_ab_update_prints_both_sides_and_the_ceiling(tmp_path):
     a, b = statistics.median(seconds["A"]), statistics.median(seconds["B"])
     assert abs(speedup - a / b) <= 0.0005 + 1e-9
     assert round(a, 3) == rows["A: left-padded"][0] and round(b, 3) == rows["B: prompt+response rows"][0]
+
+
+def test_ab_update_compares_the_two_budget_cuts(tmp_path):
+    env = {**os.environ, "DAPO_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, str(SCRIPT), "--compare", "cut", "--pairs", "1", "debug=tiny", "sampling=none",
+               "batch.max_tokens_per_micro_batch=300"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {m[0]: [float(x.replace(",", "")) for x in m[1:]] for m in re.findall(
+        r"^\| ([^|]+?) \| ([\d.]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \|$", done.stdout, flags=re.M)}
+    assert set(rows) == {"A: passes filled", "B: fewest padded tokens", "ceiling: no padding, eager"}
+    # The same passes count, never more padding (tests/trainer/test_trainer_balance.py proves it over every cut).
+    assert 1.0 <= rows["B: fewest padded tokens"][2] <= rows["A: passes filled"][2]

@@ -293,16 +293,8 @@ class DAPOLearner:
         the *global* batch's rows (one permutation, the same on every rank); each rank accumulates its own rows of
         each mini-batch. Returns per-update statistics and, with engine old log-probs, the entropy measured in the
         first epoch's forwards (one tally per update)."""
-        b = self.batch_cfg
-        gen = torch.Generator().manual_seed(self._step_seed(step, 10_000, per_rank=False))
-        per_epoch = b.prompts_per_step // b.mini_batch_prompts
-        local_of = torch.full((batch.global_size,), -1, dtype=torch.long)  # global row -> this rank's row (or -1)
-        local_of[batch.global_rows] = torch.arange(len(batch))
-        minis = []
-        for _ in range(b.ppo_epochs):
-            for global_mini in torch.randperm(batch.global_size, generator=gen).tensor_split(per_epoch):
-                local = local_of[global_mini]
-                minis.append(local[local >= 0])  # this rank's rows of the mini-batch, in the permutation's order
+        per_epoch = self.batch_cfg.prompts_per_step // self.batch_cfg.mini_batch_prompts
+        minis = self.mini_batches(batch, step)
         updates, tallies = [], []
         for i, mini in enumerate(minis):
             optimization.zero_grad()
@@ -330,6 +322,22 @@ class DAPOLearner:
             if tally is not None:
                 tallies.append(tally)
         return updates, tallies
+
+    def mini_batches(self, batch: TrainBatch, step: int) -> list[Tensor]:
+        """This rank's rows of each optimizer update of step ``step``, in order: ``ppo_epochs`` shuffles of the *global*
+        batch (one permutation per epoch, drawn alike on every rank), each cut into ``prompts_per_step /
+        mini_batch_prompts`` mini-batches."""
+        b = self.batch_cfg
+        gen = torch.Generator().manual_seed(self._step_seed(step, 10_000, per_rank=False))
+        per_epoch = b.prompts_per_step // b.mini_batch_prompts
+        local_of = torch.full((batch.global_size,), -1, dtype=torch.long)  # global row -> this rank's row (or -1)
+        local_of[batch.global_rows] = torch.arange(len(batch))
+        minis = []
+        for _ in range(b.ppo_epochs):
+            for global_mini in torch.randperm(batch.global_size, generator=gen).tensor_split(per_epoch):
+                local = local_of[global_mini]
+                minis.append(local[local >= 0])  # this rank's rows of the mini-batch, in the permutation's order
+        return minis
 
     def _global_counts(self, mini_mask: Tensor) -> dict[str, Tensor]:
         """The loss's denominators over the whole mini-batch: every micro-batch, every rank (``mini_mask``: this
