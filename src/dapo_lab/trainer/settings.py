@@ -23,10 +23,11 @@ class BatchSettings:
             per epoch [ppo_mini_batch_size].
         ppo_epochs: passes over the step's batch [ppo_epochs].
         micro_batch_size: responses per forward/backward; gradients are accumulated exactly over them.
-        max_tokens_per_micro_batch: token-budget micro-batching (verl's ``ppo_max_token_len_per_gpu``): pack a
-            rank's rows, longest first, into passes of at most this many padded tokens (rows × longest prompt +
-            response) and ``micro_batch_size`` rows; null: fixed ``micro_batch_size`` rows per pass. Ranks agree on
-            the number of passes (the largest) and pad with zero-weight dummies.
+        max_tokens_per_micro_batch: token-budget micro-batching (verl's ``ppo_max_token_len_per_gpu``): cut each
+            mini-batch's rows, sorted longest first, into passes of at most this many padded tokens (rows × longest
+            prompt + response) and ``micro_batch_size`` rows: the fewest such passes, and of those cuts the one with
+            the fewest padded tokens; null: fixed ``micro_batch_size`` rows per pass. Ranks agree on the number of
+            passes (the largest) and pad with zero-weight dummies.
         logprob_chunk_tokens: compute the LM head and log-softmax over this many response positions at a time, each
             chunk recomputed in the backward, so a pass never holds the logits of a whole response (with a 152k
             vocabulary, 46 GiB at 20k tokens); the same values and gradients. Null: all at once (fine for short
