@@ -51,7 +51,7 @@ def main() -> None:
             metrics = evaluator.summarize(rows)
             k = settings.k
             tokens = sum(r["len"] * k for r in rows)  # sampled tokens (the greedy pass not counted)
-            print(f"| {size} | {seconds:.1f} | {tokens / seconds:,.0f} | {metrics[f'eval/avg@{k}']:.3f} | "
+            print(f"| {size} | {seconds:.3f} | {tokens / seconds:,.0f} | {metrics[f'eval/avg@{k}']:.3f} | "
                   f"{metrics.get('eval/greedy_acc', float('nan')):.3f} |")
         evaluator.settings = settings
 
