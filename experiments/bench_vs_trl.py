@@ -2,8 +2,8 @@
 
     .venv/bin/python experiments/bench_vs_trl.py [--rounds 2] [--steps 12] [--out bench_vs_trl.json]
         [--tiny | --shape {tiny,qwen2.5-0.5b}] [--device {cpu,cuda}]
-        [--ours recompute engine bf16-decode bf16-decode-engine engine-compiled] [--skip-trl] [--warmstart-steps N]
-        [--trl-attn sdpa] [--vllm-python .venv-vllm/bin/python]
+        [--ours recompute engine fp32-decode-engine bf16-decode bf16-decode-engine engine-compiled] [--skip-trl]
+        [--warmstart-steps N] [--trl-attn sdpa] [--vllm-python .venv-vllm/bin/python]
 
 Needs the ``bench`` extra (``pip install "torch==2.13.0" -e ".[bench]"``: trl 1.16); ``src/`` never imports trl.
 Run it alone: another torch job on the 2 cores skews it 10-100x (the load average is recorded before and after).
@@ -80,7 +80,7 @@ command for a lent GPU.
 
 TRL optional. Where ``import datasets, trl`` fails in this interpreter (e.g. a GPU image without them), or with
 ``--skip-trl``, TRL is not run: the JSON's ``notes`` says why, ratios are left out (``ratio`` is empty), and the table
-shows tokens/s with "n/a" for the ratio. ``--ours`` picks dapo-lab variants (default all three). The JSON is rewritten
+shows tokens/s with "n/a" for the ratio. ``--ours`` picks dapo-lab variants (default: all). The JSON is rewritten
 after every run (``complete: false`` until the end), so a run stopped by a time limit keeps the finished runs.
 
 vLLM. ``--vllm-python`` (an interpreter where ``import vllm`` works, e.g. CI's ``.venv-vllm``) adds ours with
@@ -123,10 +123,14 @@ SHARED: dict[str, Any] = {
 TINY: dict[str, Any] = {"debug": "tiny", "batch.group_size": 4, "batch.prompts_per_step": 4, "batch.gen_prompts": 4,
                         "batch.mini_batch_prompts": 1, "batch.micro_batch_size": 4, "max_response_len": 16,
                         "model.num_heads": 2, "model.num_kv_heads": 1}
+# Each with the engine's default decode (rollout.dtype=auto: a bf16 copy of the policy for one CPU process, the policy
+# itself on a GPU) unless it names one.
 OURS = {"dapo-lab recompute": ["rollout_correction.old_logprobs=recompute"],
         "dapo-lab engine": ["rollout_correction.old_logprobs=engine"],
-        # decoding with a bf16 copy of the policy (rollout.dtype); π_old is then recomputed (auto)
-        "dapo-lab bf16 decode": ["rollout.dtype=bf16"],
+        # the fp32 policy itself decodes (the CPU default before 2026-12-02), its own log-probs as π_old
+        "dapo-lab fp32 decode engine": ["rollout.dtype=null", "rollout_correction.old_logprobs=engine"],
+        # a bf16 copy of the policy decodes whatever the device; π_old recomputed by a trainer forward
+        "dapo-lab bf16 decode": ["rollout.dtype=bf16", "rollout_correction.old_logprobs=recompute"],
         # the bf16 copy's own sampling log-probs as π_old (no recompute): the distribution the tokens were drawn from
         "dapo-lab bf16 decode engine": ["rollout.dtype=bf16", "rollout_correction.old_logprobs=engine"],
         # model.compile (opt-in): the decoder layers' training forward/backward compiled; the first, untimed step

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from dapo_lab.build import build_components, instantiate
+from dapo_lab.build import build_components, instantiate, resolve_decode_dtype
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("clip", "loss", "advantage", "kl", "overlong", "sampling", "reward", "rollout", "model", "data")
@@ -28,9 +28,10 @@ def test_every_option_instantiates(group, option):
     if (group, option) == ("rollout", "vllm") and importlib.util.find_spec("vllm") is None:
         pytest.skip("vLLM not installed: tests/rollout checks the clear install error instead")
     cfg = compose_train(f"{group}={option}", *NEEDS.get((group, option), []))
-    obj = instantiate(cfg[group])  # constructs only: models and datasets load later, in .load()/.train_examples()
+    node = resolve_decode_dtype(cfg.rollout, cfg.trainer) if group == "rollout" else cfg[group]  # as build does
+    obj = instantiate(node)  # constructs only: models and datasets load later, in .load()/.train_examples()
     assert type(obj).__name__ == cfg[group]._target_.rsplit(".", 1)[1]
-    for key, value in cfg[group].items():  # YAML keys are spelled exactly like the constructor's arguments
+    for key, value in node.items():  # YAML keys are spelled exactly like the constructor's arguments
         if key != "_target_" and not isinstance(getattr(obj, key), dict):
             assert getattr(obj, key) == value, key
     if hasattr(obj, "close"):
@@ -149,14 +150,39 @@ def test_the_first_ablation_scale_still_composes_as_recorded():
 
 def test_default_run_settings():
     parts = build_components(compose_train())
-    # auto: the HF engine decodes the training weights in fp32, so its log-probs serve as π_old.
+    # auto: the HF engine decodes a bf16 copy of the training weights, whose log-probs serve as π_old.
     assert parts["generation"].temperature == 0.8 and parts["rollout_correction"].old_logprobs == "auto"
+    assert parts["rollout"].dtype == "bf16"
     assert parts["rollout_correction"].resolve(parts["rollout"].logprobs_match_trainer) == "engine"
     assert (parts["optim"].decay, parts["optim"].min_lr_ratio) == ("cosine", 0.1)
     assert compose_train().trainer.max_steps == 80 and parts["evaluation"].every == 40
     paper = build_components(compose_train("scale=paper"))
     assert paper["generation"].temperature == 1.0 and paper["rollout_correction"].old_logprobs == "recompute"
     assert paper["optim"].decay == "constant"
+
+
+@pytest.mark.parametrize("overrides,dtype", [
+    ([], "bf16"),  # one CPU process under bf16-mixed: a bf16 copy decodes
+    (["trainer=cpu_ddp"], None), (["trainer=cpu_fsdp"], None), (["trainer=cpu_deepspeed_zero3"], None),
+    (["trainer=gpu_ddp"], None), (["trainer=gpu_fsdp"], None), (["trainer.devices=2"], None),
+    (["trainer.num_nodes=2"], None), (["trainer.accelerator=gpu"], None),
+    (["trainer.precision=32-true"], None), (["trainer.precision=bf16-true"], None),
+    (["rollout.autocast=bf16"], None),  # an autocast decode of the policy itself, as asked
+    (["rollout.dtype=fp32"], "fp32"), (["trainer=cpu_fsdp", "rollout.dtype=bf16"], "bf16"),  # as asked
+    (["scale=cpu_ablation"], None), (["sweep=ablation", "scale=cpu_ablation_20"], None),  # as their sweeps ran
+])
+def test_the_engines_auto_dtype_is_a_bf16_copy_only_for_one_cpu_process(overrides, dtype):
+    parts = build_components(compose_train(*overrides))
+    assert parts["rollout"].dtype == dtype
+    exact = parts["rollout"].logprobs_match_trainer
+    recompute = "autocast" in str(overrides) or "scale=cpu_ablation_20" in overrides  # that scale pins recompute
+    assert parts["rollout_correction"].resolve(exact) == ("recompute" if recompute else "engine")
+
+
+def test_the_auto_dtype_leaves_other_engines_alone():
+    cfg = compose_train("rollout=vllm", "scale=cpu_ablation")
+    assert resolve_decode_dtype(compose_train("rollout=vllm").rollout, cfg.trainer).dtype == "auto"  # vLLM's own
+    assert cfg.rollout.dtype is None  # the ablation pins null: vLLM reads it as its auto (the policy's dtype)
 
 
 def test_scale_overrides_need_no_engine_field():

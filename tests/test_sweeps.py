@@ -130,7 +130,8 @@ def test_submitit_local_runs_both_jobs_each_on_its_own_gpu_slot(straight):
     first, second = sorted(range(2), key=lambda j: claimed_at[j])
     assert claims[first].group(4) == "0", (claimed_at, claims)
     while_first_logs = claimed_at[second] <= lines[first][-1][1:24]
-    assert claims[second].group(4) in (("1",) if while_first_logs else ("0", "1")), (claimed_at, lines[first][-1], claims)
+    allowed = ("1",) if while_first_logs else ("0", "1")
+    assert claims[second].group(4) in allowed, (claimed_at, lines[first][-1], claims)
 
 
 def test_an_interrupted_sweep_is_reported_missing_then_finished_by_the_same_command(interrupted):

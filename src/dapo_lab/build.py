@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from dapo_lab.data.example import render_prompt
 from dapo_lab.data.validate import check_options, prompt_sets
 from dapo_lab.models.compile import backend_of, compile_layers
+from dapo_lab.rollout.hf import auto_decode_dtype
 from dapo_lab.trainer.learner import DAPOLearner
 from dapo_lab.trainer.logs import ProgressLog, StepProgressBar
 from dapo_lab.trainer.module import DAPOModule
@@ -63,11 +64,22 @@ def build_components(cfg: DictConfig, **replace: Any) -> dict[str, Any]:
     unknown = set(replace) - {*COMPONENT_GROUPS, *SETTINGS}
     if unknown:
         raise ValueError(f"cannot replace {sorted(unknown)}: only {[*COMPONENT_GROUPS, *SETTINGS]}")
-    parts = {name: replace[name] if name in replace else instantiate(cfg[name])
-             for name in (*COMPONENT_GROUPS, *SETTINGS)}
+    nodes = {name: cfg[name] for name in (*COMPONENT_GROUPS, *SETTINGS)}
+    nodes["rollout"] = resolve_decode_dtype(cfg.rollout, cfg.trainer)
+    parts = {name: replace[name] if name in replace else instantiate(nodes[name]) for name in nodes}
     check_consistency(parts)
     check_options(cfg, parts)
     return parts
+
+
+def resolve_decode_dtype(rollout: DictConfig, trainer: DictConfig) -> DictConfig:
+    """The transformers engine's ``dtype: auto`` made concrete for this trainer (``rollout/hf.py``:
+    ``auto_decode_dtype``: a bf16 copy for one CPU process, the policy itself elsewhere); any other node as is."""
+    if not str(rollout.get("_target_", "")).endswith("HFEngine") or rollout.get("dtype") != "auto":
+        return rollout
+    resolved = copy.deepcopy(rollout)
+    resolved.dtype = auto_decode_dtype(trainer, rollout.get("autocast"))
+    return resolved
 
 
 def check_consistency(parts: dict[str, Any]) -> None:

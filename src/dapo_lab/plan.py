@@ -202,7 +202,8 @@ def entropy_in_update(cfg: dict[str, Any]) -> bool:
     from dapo_lab.trainer.settings import RolloutCorrection
 
     rc, rollout = cfg["rollout_correction"], cfg["rollout"]
-    exact = str(rollout.get("_target_", "")).endswith("HFEngine") and rollout.get("autocast") is None
+    exact = (str(rollout.get("_target_", "")).endswith("HFEngine") and rollout.get("autocast") is None
+             and rollout.get("dtype") in (None, "auto", "bf16", "fp32"))  # HFEngine.logprobs_match_trainer
     return RolloutCorrection(rc["old_logprobs"], rc.get("tis_cap")).resolve(exact) == "engine"
 
 

@@ -336,12 +336,12 @@ def test_a_large_seeded_batch_runs(engines, prompts, name):
 
 def test_a_bf16_copy_decodes_the_current_policy_within_bf16_error(policy, prompts):
     """rollout.dtype=bf16: the engine decodes a bf16 copy (parameters only: rotary buffers stay fp32), refreshed in
-    place by update_weights; its log-probs differ from the fp32 trainer's by bf16 rounding, so the trainer must
-    recompute π_old (logprobs_match_trainer False) and a sharded policy is not copied."""
+    place by update_weights; its log-probs differ from the fp32 forward's by bf16 rounding (they may still stand in
+    for π_old: the next test), and a sharded policy is not copied."""
     model, tok = policy
     engine = HFEngine(dtype="bf16")
     engine.attach(model, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
-    assert not engine.logprobs_match_trainer and not engine.decodes_with_policy
+    assert engine.logprobs_match_trainer and not engine.decodes_with_policy
     engine.update_weights(model)
     copy_ = engine._copy
     assert copy_ is not model and {p.dtype for p in copy_.parameters()} == {torch.bfloat16}
@@ -366,7 +366,28 @@ def test_a_bf16_copy_decodes_the_current_policy_within_bf16_error(policy, prompt
     assert torch.equal(next(copy_.parameters()), next(model.parameters()).to(torch.bfloat16))
 
 
+def test_a_bf16_copys_logprobs_are_near_the_bf16_training_forward_as_the_policys_own_are(policy, prompts):
+    """Why a bf16 copy's log-probs may stand in for π_old (rollout_correction.old_logprobs=auto): the update's
+    forward runs under bf16 autocast (Lightning's bf16-mixed, weight cache off), so even the fp32 policy's own
+    sampling log-probs are a rounding away from it. The copy's gap to that forward is of the same size; an fp16
+    copy and an autocast decode are left to the recompute."""
+    model, tok = policy
+    gaps = {}
+    for dtype in (None, "bf16"):
+        engine = HFEngine(dtype=dtype)
+        engine.attach(model, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+        out = engine.generate(prompts * 4, SamplingParams(temperature=1.0, max_new_tokens=12, n=4, seed=5))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            lp, _ = response_logprobs(model, out.prompt_ids, out.response_ids, pad_id=tok.pad_token_id)
+        gaps[dtype] = (lp.float() - out.logprobs).abs()[out.response_mask].mean().item()
+    assert 0 < gaps[None] and gaps["bf16"] < 3 * gaps[None] and gaps["bf16"] < 0.02, gaps
+    assert HFEngine(dtype="bf16").logprobs_match_trainer and HFEngine(dtype="fp32").logprobs_match_trainer
+    assert not HFEngine(dtype="fp16").logprobs_match_trainer and not HFEngine(autocast="bf16").logprobs_match_trainer
+
+
 def test_a_decode_dtype_is_checked():
+    with pytest.raises(ValueError, match="rollout.dtype=auto is resolved from the trainer node"):
+        HFEngine(dtype="auto")
     with pytest.raises(ValueError, match="rollout.dtype must be one of"):
         HFEngine(dtype="int8")
     with pytest.raises(ValueError, match="rollout.dtype=bf16 and rollout.autocast=bf16: set one of them"):

@@ -1,18 +1,20 @@
 """A transformers-based rollout engine: batched, KV-cached decoding that samples from the training model.
 
-By default it shares the policy's weights (no copy, so ``update_weights`` is a no-op); with ``dtype`` it decodes
-with a copy of the policy in that dtype, refreshed in place at every ``update_weights``. It runs its own decode loop
-instead of ``model.generate``: each distinct prompt is prefilled once for its ``n`` samples, then per token one
-cached step (computed from the weights for Qwen2/Llama models, ``direct_decode.py``, else the model's forward), a
-softmax and an inverse-CDF draw — nothing else — and it stops as soon as every sequence has emitted EOS. Prompts are
-left-padded with explicit position ids, so padded and unpadded prompts decode identically.
+With ``dtype=None`` it shares the policy's weights (no copy, so ``update_weights`` is a no-op); with a ``dtype``
+it decodes with a copy of the policy in that dtype, refreshed in place at every ``update_weights``. It runs its own
+decode loop instead of ``model.generate``: each distinct prompt is prefilled once for its ``n`` samples, then per
+token one cached step (computed from the weights for Qwen2/Llama models, ``direct_decode.py``, else the model's
+forward), a softmax and an inverse-CDF draw — nothing else — and it stops as soon as every sequence has emitted EOS.
+Prompts are left-padded with explicit position ids, so padded and unpadded prompts decode identically.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -64,6 +66,26 @@ def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return torch.minimum(index, (probs > 0).cumsum(-1).argmax(-1))
 
 
+def auto_decode_dtype(trainer: Mapping[str, Any], autocast: str | None = None) -> str | None:
+    """What ``rollout.dtype=auto`` (the default) decodes with under the Lightning trainer node ``trainer``:
+    ``"bf16"`` (a bf16 copy, 1.11x the default step on a CPU with bf16 units) for ONE CPU process training
+    under ``bf16-mixed``; ``None`` (the policy itself) everywhere else, so GPUs and multi-process strategies (where a
+    copy cannot be made of a sharded policy) are untouched, and so is an engine given an ``autocast``.
+
+    >>> auto_decode_dtype({"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto",
+    ...                    "precision": "bf16-mixed"})
+    'bf16'
+    >>> auto_decode_dtype({"accelerator": "cpu", "devices": 2, "strategy": {"_target_": "FSDP2Strategy"},
+    ...                    "precision": "bf16-mixed"}) is None
+    True
+    >>> auto_decode_dtype({"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed"}) is None
+    True
+    """
+    one_cpu_process = (trainer.get("accelerator") == "cpu" and trainer.get("devices", 1) == 1
+                       and trainer.get("num_nodes", 1) == 1 and trainer.get("strategy", "auto") == "auto")
+    return "bf16" if one_cpu_process and trainer.get("precision") == "bf16-mixed" and autocast is None else None
+
+
 @dataclass
 class HFEngine(EngineBase):
     """Rollouts with the policy model itself. ``attach(model, eos_id, pad_id)`` before ``generate``.
@@ -80,12 +102,15 @@ class HFEngine(EngineBase):
             ``"grouped"`` (``rollout/decode_attention.py``: the prefill with ``sdpa``, each decode step with
             batched matmuls per KV head and a mask kept for the whole call; full-attention models, else ``sdpa``).
         dtype: ``"bf16"`` / ``"fp16"`` / ``"fp32"``: decode with a copy of the policy cast to it (true low-precision
-            weights, no per-op casts: unlike ``autocast``, faster on a CPU with bf16 units: 1.35x the fp32 default's
-            decode, 1.14x its step with the recompute, ``experiments/bench_step.py``), its weights copied
-            from the policy at every ``update_weights``; ``None`` decodes with the policy itself. Its log-probs
-            are then not the trainer's: ``π_old`` is recomputed (``rollout_correction``), the gap logged as
+            weights, no per-op casts: unlike ``autocast``, faster on a CPU with bf16 units: 1.34x the fp32 default's
+            decode round, 1.11x its step with the copy's own log-probs as ``π_old``, ``experiments/bench_vs_trl.py``),
+            its weights copied from the policy at every ``update_weights``; ``None`` decodes with the policy itself.
+            A bf16 or fp32 copy's log-probs stand in for ``π_old`` under ``rollout_correction.old_logprobs=auto``
+            (the tiny default's bf16 copy is 0.0018 nats from the trainer's bf16-autocast forward on average, the
+            fp32 policy itself 0.0013); ``old_logprobs=recompute`` recomputes ``π_old``, logs the gap as
             ``rollout/logprob_abs_diff``, and ``rollout_correction.tis_cap`` can correct it. Needs an unsharded
-            policy (``trainer=cpu``/``cpu_ddp``/``gpu_ddp``); a sharded one decodes with vLLM.
+            policy (``trainer=cpu``/``cpu_ddp``/``gpu_ddp``); a sharded one decodes with vLLM. The config's
+            ``auto`` is resolved by :func:`auto_decode_dtype` from the trainer node.
         preallocate_cache: decode into a KV cache allocated once per call (``rollout/kv_cache.py``) instead of
             transformers' cache, which copies itself at every step; ``false`` for the model's own cache.
         direct_decode: compute decode steps from the weights (``rollout/direct_decode.py``: fused q/k/v and gate/up
@@ -106,6 +131,9 @@ class HFEngine(EngineBase):
     def __post_init__(self) -> None:
         if self.autocast is not None and self.autocast not in _AUTOCAST:
             raise ValueError(f"rollout.autocast must be one of {sorted(_AUTOCAST)} or null, got {self.autocast!r}")
+        if self.dtype == "auto":
+            raise ValueError("rollout.dtype=auto is resolved from the trainer node when a run is built "
+                             "(dapo_lab.build; auto_decode_dtype): construct HFEngine with bf16, fp16, fp32 or None")
         if self.dtype is not None and self.dtype not in _DTYPES:
             raise ValueError(f"rollout.dtype must be one of {sorted(_DTYPES)} or null, got {self.dtype!r}")
         if self.dtype is not None and self.autocast is not None:
@@ -116,10 +144,11 @@ class HFEngine(EngineBase):
 
     @property
     def logprobs_match_trainer(self) -> bool:
-        """It decodes with the training weights themselves; without an autocast or dtype of its own, in their
-        dtype, so its log-probs are ``π_old``'s (exact for the fp32 default, where the recompute runs under bf16
-        autocast)."""
-        return self.autocast is None and self.dtype is None
+        """It decodes the training weights with the trainer's own model code, without an autocast of its own: in
+        their dtype (exact for the fp32 default, whose training forward runs under bf16 autocast) or as a bf16 or
+        fp32 copy (bf16: a mean gap to that forward of 0.0018 nats against the fp32 policy's 0.0013, measured on
+        the default run's warm-started model; fp16's narrow range is left to the recompute)."""
+        return self.autocast is None and self.dtype in (None, "bf16", "fp32")
 
     @property
     def decodes_with_policy(self) -> bool:

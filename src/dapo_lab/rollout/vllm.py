@@ -132,7 +132,7 @@ class VLLMEngine(EngineBase):
     """Rollouts with a colocated ``vllm.LLM``. ``attach(model, eos_id, pad_id)`` before ``generate``.
 
     Args:
-        dtype: engine weights/activations: ``"auto"`` (the policy's dtype), ``"bfloat16"``, ``"float32"``…
+        dtype: engine weights/activations: ``"auto"`` or ``None`` (the policy's dtype), ``"bfloat16"``, ``"float32"``…
         gpu_memory_utilization: fraction of GPU memory for engine weights + KV cache (the policy and its
             optimizer share the GPU). On CPU vLLM reads it as a fraction of RAM: ``kv_cache_memory_bytes``
             overrides it, and defaults to 1 GiB there.
@@ -202,7 +202,7 @@ class VLLMEngine(EngineBase):
             save_on_this_process(model, self._folder.name, state_dict=full_state_dict(model))
             source = self._folder.name
         kwargs: dict[str, Any] = dict(
-            model=source, skip_tokenizer_init=True, dtype=self.dtype, seed=self.seed,
+            model=source, skip_tokenizer_init=True, dtype=self.dtype or "auto", seed=self.seed,
             logprobs_mode="processed_logprobs", enforce_eager=self.enforce_eager,
             gpu_memory_utilization=self.gpu_memory_utilization, tensor_parallel_size=self.tensor_parallel_size,
             max_num_seqs=self.max_num_seqs, enable_prefix_caching=self.enable_prefix_caching,
