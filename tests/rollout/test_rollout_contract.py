@@ -291,11 +291,19 @@ def test_rollout_config_files_instantiate(option):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "rollout" / f"{option}.yaml")
+    from dapo_lab.build import resolve_decode_dtype
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    cfg = OmegaConf.load(conf / "rollout" / f"{option}.yaml")
     if option == "vllm" and not HAVE_VLLM:  # the one clear error, before any model is loaded
         with pytest.raises(Exception, match="install_vllm_cpu"):
             instantiate(cfg)
         return
+    if option == "hf":  # its dtype: auto is made concrete from the trainer node, as dapo_lab.build does
+        with pytest.raises(Exception, match="rollout.dtype=auto is resolved from the trainer node"):
+            instantiate(cfg)
+        cfg = resolve_decode_dtype(cfg, OmegaConf.load(conf / "trainer" / "cpu.yaml"))
+        assert cfg.dtype == "bf16"
     engine = instantiate(cfg)
     assert type(engine).__name__ == cfg._target_.rsplit(".", 1)[1]
     assert getattr(engine, "llm", None) is None  # nothing started yet

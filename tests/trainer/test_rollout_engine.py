@@ -95,3 +95,24 @@ def test_chunked_logprobs_give_the_same_values_and_gradients(module, chunk):
     for a, b in zip(chunked[2], whole[2]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert "forward" not in vars(model.get_output_embeddings())  # the head is itself again
+
+
+def test_the_default_cpu_run_decodes_a_bf16_copy_that_follows_the_policy(tmp_path):
+    """The default (rollout.dtype=auto, one CPU process, bf16-mixed): a bf16 copy decodes, its log-probs are π_old
+    (no recompute: no rollout/logprob_abs_diff), and the final evaluation (step 2, after the last update) decoded
+    with the trained weights, cast."""
+    import pandas as pd
+    from helpers import PARITY, make_run
+
+    built = make_run(tmp_path, "trainer.precision=bf16-mixed", "rollout_correction.old_logprobs=auto", *PARITY)
+    learner = built.module.learner
+    assert (learner.rollout.dtype, learner.old_logprobs) == ("bf16", "engine")
+    before = [p.detach().clone() for p in learner.model.parameters()]
+    built.trainer.fit(built.module)
+    copy_ = learner.rollout._copy
+    assert copy_ is not None and copy_ is not learner.model
+    assert any(not torch.equal(a, b) for a, b in zip(before, learner.model.parameters()))  # it trained
+    for (name, mine), theirs in zip(copy_.named_parameters(), learner.model.parameters()):
+        assert mine.dtype == torch.bfloat16 and torch.equal(mine, theirs.detach().to(torch.bfloat16)), name
+    metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+    assert "train/entropy" in metrics and "rollout/logprob_abs_diff" not in metrics
