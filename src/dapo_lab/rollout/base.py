@@ -76,8 +76,9 @@ class RolloutEngine(Protocol):
        cache on GPU); the next ``update_weights`` / ``generate`` wakes the engine. May be a no-op.
     5. ``close()`` at the end of the run: release the engine (processes, memory, temporary files).
 
-    ``logprobs_match_trainer``: True when the returned log-probs are the trainer's own ``π_old`` (same weights,
-    same dtype, same math), so ``rollout_correction.old_logprobs=auto`` may use them instead of a recompute.
+    ``logprobs_match_trainer``: True when the returned log-probs are the trainer's own ``π_old`` (same weights and
+    model code; the dtype the same or within a measured rounding of the training forward's, e.g. the transformers
+    engine's bf16 copy), so ``rollout_correction.old_logprobs=auto`` may use them instead of a recompute.
     ``decodes_with_policy``: True when ``generate`` runs the training module itself (a sharding strategy then
     gathers its full weights around generation); False for an engine with its own copy (vLLM).
 

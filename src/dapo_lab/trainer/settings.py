@@ -191,7 +191,8 @@ class RolloutCorrection:
             ``π_old``. ``"engine"``: the log-probs the engine sampled with stand in for ``π_old`` (the forward,
             ~10% of a CPU step, is saved; ``train/entropy`` is then measured in the update's first epoch).
             ``"auto"``: ``engine`` when the engine's log-probs are the trainer's own (the transformers engine
-            decoding the training weights in their dtype) and no ``tis_cap`` is set, else ``recompute``.
+            decoding the training weights in their dtype, or as the bf16 copy that the default decodes with on one
+            CPU process: ``HFEngine.logprobs_match_trainer``) and no ``tis_cap`` is set, else ``recompute``.
         tis_cap: truncated importance sampling cap ``C`` (2.0 in verl and TRL; null: off): each token's policy
             loss is multiplied by ``min(exp(log π_old(trainer) − log π_old(engine)), C)``. Needs the recompute.
 
