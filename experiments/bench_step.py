@@ -104,14 +104,21 @@ def bench_raw_forward(built, cfg: DictConfig, means: dict[str, float]) -> None:
     prompts = [learner.train.ids(i) for i in range(rows)]
     width = min(len(p) for p in prompts)
     batch = torch.tensor([p[:width] for p in prompts])  # [rows, P] (cut to the shortest: no padding)
-    model = learner.model.eval()
+    model = decoding_model(learner)
     # The floor with the attention kernel the engine decodes with (the HF engine switches the tiny model to sdpa).
     kernel = getattr(learner.rollout, "attn_implementation", None)
     if kernel is not None:
         model.set_attn_implementation(kernel)
     raw_decode(model, batch[:8], 4, autocast=False)  # warm-up
     seconds = raw_decode(model, batch, new, autocast=False)
-    means[f"raw forward tokens/s ({rows} rows x {new}, fp32, {kernel or 'own'} attention)"] = rows * new / seconds
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    means[f"raw forward tokens/s ({rows} rows x {new}, {dtype}, {kernel or 'own'} attention)"] = rows * new / seconds
+
+
+def decoding_model(learner) -> torch.nn.Module:
+    """What the engine decodes with (the default's bf16 copy on one CPU process), in eval mode: the ceilings of
+    decoding are measured on it, not on the fp32 policy."""
+    return getattr(learner.rollout, "decoding_model", learner.model).eval()
 
 
 def replay_decode(model, prompts: torch.Tensor, lengths: list[int]) -> float:
@@ -179,7 +186,7 @@ def bench_round(built, cfg: DictConfig, means: dict[str, float]) -> None:
     lengths = out.lengths.tolist()
     width = min(len(p) for p in prompts)
     batch = torch.tensor([p[:width] for p in out.prompt_ids])  # [N, P]
-    model = learner.model.eval()
+    model = decoding_model(learner)
     kernel = getattr(learner.rollout, "attn_implementation", None)
     if kernel is not None:
         model.set_attn_implementation(kernel)

@@ -179,7 +179,9 @@ class HFEngine(EngineBase):
                 for name, param in model.named_parameters():
                     own[name].copy_(param)
 
-    def _decoder(self) -> torch.nn.Module:
+    @property
+    def decoding_model(self) -> torch.nn.Module:
+        """The module ``generate`` decodes with: the policy itself, or its copy in ``dtype`` (made on first use)."""
         if self.dtype is not None and self._copy is None:
             self.update_weights(self.model)
         return self._copy if self.dtype is not None else self.model
@@ -207,7 +209,7 @@ class HFEngine(EngineBase):
         return next(self.model.parameters()).device
 
     def _decode(self, prompts: list[list[int]], params: SamplingParams, gen: torch.Generator | None):
-        model, device = self._decoder(), self._device()
+        model, device = self.decoding_model, self._device()
         was_training = model.training
         model.eval()
         # Full attention only: the preallocated cache and the grouped kernel's mask (a model with sliding-window
