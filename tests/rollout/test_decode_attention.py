@@ -50,3 +50,22 @@ def test_a_key_view_into_a_larger_buffer_reads_only_its_positions():
     query = torch.randn(2, 2, 1, 4)
     out = grouped_decode_attention(query, buffer[:, :, :5], buffer[:, :, :5], torch.zeros(2, 1, 1, 5), 0.5)
     assert torch.isfinite(out).all()
+
+
+def test_a_bf16_key_view_gives_what_its_contiguous_copy_gives():
+    """In bf16 the kernel copies a strided key view before its matmul (CPU speed, decode_attention.py): the result
+    is the contiguous keys' bit for bit, and the view's NaN tail is still never read."""
+    gen = torch.Generator().manual_seed(3)
+    buffer = torch.full((5, 2, 40, 16), float("nan"), dtype=torch.bfloat16)
+    buffer[:, :, :23] = torch.randn(5, 2, 23, 16, generator=gen).to(torch.bfloat16)
+    query = torch.randn(5, 4, 1, 16, generator=gen).to(torch.bfloat16)
+    bias = torch.zeros(5, 1, 1, 23, dtype=torch.bfloat16)
+    bias[0, ..., :3] = float("-inf")  # a left-padded row
+    view = buffer[:, :, :23]
+    assert not view.is_contiguous()
+    got = grouped_decode_attention(query, view, view, bias, 0.25)
+    assert torch.isfinite(got).all()
+    assert torch.equal(got, grouped_decode_attention(query, view.contiguous(), view.contiguous(), bias, 0.25))
+    keep = torch.ones(5, 23, dtype=torch.bool)
+    keep[0, :3] = False
+    torch.testing.assert_close(got.double(), reference(query, view, view, keep), atol=0.03, rtol=0.03)
