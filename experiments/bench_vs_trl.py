@@ -57,11 +57,13 @@ log-probs, 4 updates, and HF Trainer's loop between them). The first RL step of 
 sides (one-off allocations). Tokens are counted alike: generated = completion tokens up to and including EOS;
 trained = completion tokens in the loss x passes (``num_iterations`` / ``ppo_epochs``). Reported per system: the
 median s/step over every timed step of every round, tokens/s = tokens / seconds over those steps, peak RSS; ratio
-= TRL's median s/step / ours (> 1: ours faster).
+= TRL's median s/step / ours (> 1: ours faster); paired ratio = the median over rounds of TRL's round median / ours
+in the same round (a machine that drifts between rounds moves both sides of a pair alike).
 
 Not one to one (engine internals, no setting maps them): TRL decodes with ``model.generate`` on the training model
-under the trainer's bf16 autocast, padded rows decoded until the longest ends; dapo-lab's HF engine decodes in fp32
-with sdpa (``rollout.autocast=null``), dropping finished rows, and trains with the folder's eager kernel; TRL uses
+under the trainer's bf16 autocast, padded rows decoded until the longest ends; dapo-lab's HF engine decodes a bf16
+copy of the policy on CPU (``rollout.dtype=auto``; the policy itself in fp32 on a GPU) with its grouped kernel,
+dropping finished rows, and trains with the folder's eager kernel; TRL uses
 ``--trl-attn`` for both. TRL's "dapo" loss divides each update by the generation batch's tokens / 4, ours by the
 mini-batch's own tokens; advantage eps 1e-4 vs 1e-6; different sampling RNG streams, so response lengths differ a
 little (compare tokens/s as well as s/step). TRL recomputes old log-probs whenever ``steps_per_generation > 1``, so
@@ -375,7 +377,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"median_s_per_step": statistics.median(seconds), "steps_timed": len(seconds),
             "generated_tokens_per_s": generated / total, "generated_plus_trained_tokens_per_s": (generated + trained)
             / total, "mean_generated_tokens_per_step": generated / len(seconds),
-            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs), "s_per_step": seconds}
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs), "s_per_step": seconds,
+            "round_medians": [statistics.median(r["seconds"]) for r in runs]}
 
 
 def probe(python: str, module: str) -> str | None:
@@ -520,7 +523,8 @@ def build_report(args: argparse.Namespace, plan: dict[str, Any], info: dict[str,
               "complete": complete,
               "settings": {"ours_overrides": plan["ours_overrides"], "trl_config": plan["trl_config"],
                            "model_path": plan["model_path"], "prompts_per_run": len(plan["prompts"])},
-              "systems": systems, "notes": notes, "vllm": vllm, "ratio": ratios(systems)}
+              "systems": systems, "notes": notes, "vllm": vllm, "ratio": ratios(systems),
+              "paired_ratio": paired_ratios(systems)}
     if runs.get("trl"):
         report["trl_details"] = {k: runs["trl"][0][k] for k in ("torch_threads", "generation_autocast",
                                                                 "same_prompt_ids")}
@@ -534,6 +538,22 @@ def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, float]:
         return {}
     return {f"trl / {name} (median s/step)": trl["median_s_per_step"] / s["median_s_per_step"]
             for name, s in systems.items() if name != "trl"}
+
+
+def paired_ratios(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """TRL's median s/step over each of ours within each round (the two ran minutes apart, so the machine's drift
+    between rounds cancels), and the median of those per-round ratios; only for systems with TRL's round count.
+
+    >>> systems = {"trl": {"round_medians": [4.0, 6.0, 5.0]}, "ours": {"round_medians": [2.0, 2.5, 2.5]}}
+    >>> paired_ratios(systems)
+    {'trl / ours': {'per_round': [2.0, 2.4, 2.0], 'median': 2.0}}
+    """
+    trl = systems.get("trl", {}).get("round_medians")
+    if not trl:
+        return {}
+    return {f"trl / {name}": {"per_round": [t / o for t, o in zip(trl, s["round_medians"])],
+                              "median": statistics.median(t / o for t, o in zip(trl, s["round_medians"]))}
+            for name, s in systems.items() if name != "trl" and len(s.get("round_medians", [])) == len(trl)}
 
 
 def vllm_systems(args: argparse.Namespace, plan: dict[str, Any], plan_path: Path, systems: dict[str, Any]) -> dict:
@@ -571,6 +591,9 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"| {name} | {s['median_s_per_step']:.3f} | {s['steps_timed']} | {s['generated_tokens_per_s']:,.0f} | "
               f"{s['generated_plus_trained_tokens_per_s']:,.0f} | {s['mean_generated_tokens_per_step']:,.0f} | "
               f"{s['peak_rss_mib']:,.0f} | {ratio} |")
+    for name, paired in report.get("paired_ratio", {}).items():
+        print(f"{name}, per round (the same round's medians): "
+              + ", ".join(f"{r:.2f}" for r in paired["per_round"]) + f"; median {paired['median']:.2f}x")
     for name, note in {**report.get("notes", {}), **report["vllm"]}.items():
         print(f"{name}: {note.splitlines()[0]}")
 

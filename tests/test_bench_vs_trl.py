@@ -121,3 +121,19 @@ def test_bench_vs_trl_tiny_round_reports_both_systems(tmp_path):
     assert report["trl_details"]["same_prompt_ids"]
     assert "not run" in report["vllm"]["dapo-lab vllm"]  # no --vllm-python: skipped, with the reason
     assert "| trl |" in printed and "| dapo-lab engine |" in printed
+
+
+def test_paired_ratios_divide_within_each_round(capsys):
+    """A machine twice as slow in round 2 moves both sides: the per-round ratios stay 2.0, while the ratio of the
+    pooled medians does not see the pairing."""
+    trl, ours = summary(4.0), summary(2.0)
+    trl["round_medians"], ours["round_medians"] = [4.0, 8.0, 4.4], [2.0, 4.0, 2.0]
+    systems = {"trl": trl, "dapo-lab engine": ours, "dapo-lab vllm": {**summary(3.0), "round_medians": [3.0]}}
+    paired = bench.paired_ratios(systems)
+    assert list(paired) == ["trl / dapo-lab engine"]  # vLLM ran one round of three: not paired
+    assert paired["trl / dapo-lab engine"]["per_round"] == [2.0, 2.0, 2.2]
+    assert paired["trl / dapo-lab engine"]["median"] == 2.0
+    assert bench.paired_ratios({"dapo-lab engine": ours}) == {}  # no TRL, no pairs
+    bench.print_table({**report(systems, {}), "paired_ratio": paired})
+    assert "trl / dapo-lab engine, per round (the same round's medians): 2.00, 2.00, 2.20; median 2.00x" in (
+        capsys.readouterr().out)
