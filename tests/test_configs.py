@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from dapo_lab.build import build_components, instantiate, resolve_decode_dtype
+from dapo_lab.rollout.hf import cpu_has_bf16
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("clip", "loss", "advantage", "kl", "overlong", "sampling", "reward", "rollout", "model", "data")
@@ -150,9 +151,10 @@ def test_the_first_ablation_scale_still_composes_as_recorded():
 
 def test_default_run_settings():
     parts = build_components(compose_train())
-    # auto: the HF engine decodes a bf16 copy of the training weights, whose log-probs serve as π_old.
+    # auto: the HF engine decodes a bf16 copy of the training weights (on a CPU with bf16 kernels), whose log-probs
+    # serve as π_old.
     assert parts["generation"].temperature == 0.8 and parts["rollout_correction"].old_logprobs == "auto"
-    assert parts["rollout"].dtype == "bf16"
+    assert parts["rollout"].dtype == ("bf16" if cpu_has_bf16() else None)
     assert parts["rollout_correction"].resolve(parts["rollout"].logprobs_match_trainer) == "engine"
     assert (parts["optim"].decay, parts["optim"].min_lr_ratio) == ("cosine", 0.1)
     assert compose_train().trainer.max_steps == 80 and parts["evaluation"].every == 40
@@ -171,12 +173,20 @@ def test_default_run_settings():
     (["rollout.dtype=fp32"], "fp32"), (["trainer=cpu_fsdp", "rollout.dtype=bf16"], "bf16"),  # as asked
     (["scale=cpu_ablation"], None), (["sweep=ablation", "scale=cpu_ablation_20"], None),  # as their sweeps ran
 ])
-def test_the_engines_auto_dtype_is_a_bf16_copy_only_for_one_cpu_process(overrides, dtype):
+def test_the_engines_auto_dtype_is_a_bf16_copy_only_for_one_cpu_process(overrides, dtype, monkeypatch):
+    monkeypatch.setattr("dapo_lab.rollout.hf.cpu_has_bf16", lambda: True)  # as on the CPUs this was measured on
     parts = build_components(compose_train(*overrides))
     assert parts["rollout"].dtype == dtype
     exact = parts["rollout"].logprobs_match_trainer
     recompute = "autocast" in str(overrides) or "scale=cpu_ablation_20" in overrides  # that scale pins recompute
     assert parts["rollout_correction"].resolve(exact) == ("recompute" if recompute else "engine")
+
+
+def test_a_cpu_without_native_bf16_decodes_the_policy_itself(monkeypatch):
+    monkeypatch.setattr("dapo_lab.rollout.hf.cpu_has_bf16", lambda: False)  # bf16 matmuls emulated: slower than fp32
+    parts = build_components(compose_train())
+    assert parts["rollout"].dtype is None
+    assert parts["rollout_correction"].resolve(parts["rollout"].logprobs_match_trainer) == "engine"
 
 
 def test_the_auto_dtype_leaves_other_engines_alone():

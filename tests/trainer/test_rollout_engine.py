@@ -97,13 +97,14 @@ def test_chunked_logprobs_give_the_same_values_and_gradients(module, chunk):
     assert "forward" not in vars(model.get_output_embeddings())  # the head is itself again
 
 
-def test_the_default_cpu_run_decodes_a_bf16_copy_that_follows_the_policy(tmp_path):
+def test_the_default_cpu_run_decodes_a_bf16_copy_that_follows_the_policy(tmp_path, monkeypatch):
     """The default (rollout.dtype=auto, one CPU process, bf16-mixed): a bf16 copy decodes, its log-probs are π_old
     (no recompute: no rollout/logprob_abs_diff), and the final evaluation (step 2, after the last update) decoded
     with the trained weights, cast."""
     import pandas as pd
     from helpers import PARITY, make_run
 
+    monkeypatch.setattr("dapo_lab.rollout.hf.cpu_has_bf16", lambda: True)  # the copy's path on any CPU
     built = make_run(tmp_path, "trainer.precision=bf16-mixed", "rollout_correction.old_logprobs=auto", *PARITY)
     learner = built.module.learner
     assert (learner.rollout.dtype, learner.old_logprobs) == ("bf16", "engine")

@@ -66,15 +66,25 @@ def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return torch.minimum(index, (probs > 0).cumsum(-1).argmax(-1))
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs oneDNN's bf16 kernels natively (AVX-512 or AMX); without them bf16 matmuls are
+    emulated and a bf16 copy would decode slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
 def auto_decode_dtype(trainer: Mapping[str, Any], autocast: str | None = None) -> str | None:
     """What ``rollout.dtype=auto`` (the default) decodes with under the Lightning trainer node ``trainer``:
     ``"bf16"`` (a bf16 copy, 1.11x the default step on a CPU with bf16 units) for ONE CPU process training
-    under ``bf16-mixed``; ``None`` (the policy itself) everywhere else, so GPUs and multi-process strategies (where a
-    copy cannot be made of a sharded policy) are untouched, and so is an engine given an ``autocast``.
+    under ``bf16-mixed`` on a CPU with native bf16 kernels (:func:`cpu_has_bf16`); ``None`` (the policy itself)
+    everywhere else, so GPUs and multi-process strategies (where a copy cannot be made of a sharded policy) are
+    untouched, and so is an engine given an ``autocast``.
 
     >>> auto_decode_dtype({"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto",
-    ...                    "precision": "bf16-mixed"})
-    'bf16'
+    ...                    "precision": "bf16-mixed"}) == ("bf16" if cpu_has_bf16() else None)
+    True
     >>> auto_decode_dtype({"accelerator": "cpu", "devices": 2, "strategy": {"_target_": "FSDP2Strategy"},
     ...                    "precision": "bf16-mixed"}) is None
     True
@@ -83,7 +93,8 @@ def auto_decode_dtype(trainer: Mapping[str, Any], autocast: str | None = None) -
     """
     one_cpu_process = (trainer.get("accelerator") == "cpu" and trainer.get("devices", 1) == 1
                        and trainer.get("num_nodes", 1) == 1 and trainer.get("strategy", "auto") == "auto")
-    return "bf16" if one_cpu_process and trainer.get("precision") == "bf16-mixed" and autocast is None else None
+    bf16 = one_cpu_process and trainer.get("precision") == "bf16-mixed" and autocast is None
+    return "bf16" if bf16 and cpu_has_bf16() else None
 
 
 @dataclass
