@@ -77,7 +77,7 @@ def cpu_has_bf16() -> bool:
 
 def auto_decode_dtype(trainer: Mapping[str, Any], autocast: str | None = None) -> str | None:
     """What ``rollout.dtype=auto`` (the default) decodes with under the Lightning trainer node ``trainer``:
-    ``"bf16"`` (a bf16 copy, 1.11x the default step on a CPU with bf16 units) for ONE CPU process training
+    ``"bf16"`` (a bf16 copy, 1.20x the fp32 decode's step on a CPU with bf16 units) for ONE CPU process training
     under ``bf16-mixed`` on a CPU with native bf16 kernels (:func:`cpu_has_bf16`); ``None`` (the policy itself)
     everywhere else, so GPUs and multi-process strategies (where a copy cannot be made of a sharded policy) are
     untouched, and so is an engine given an ``autocast``.
@@ -113,8 +113,8 @@ class HFEngine(EngineBase):
             ``"grouped"`` (``rollout/decode_attention.py``: the prefill with ``sdpa``, each decode step with
             batched matmuls per KV head and a mask kept for the whole call; full-attention models, else ``sdpa``).
         dtype: ``"bf16"`` / ``"fp16"`` / ``"fp32"``: decode with a copy of the policy cast to it (true low-precision
-            weights, no per-op casts: unlike ``autocast``, faster on a CPU with bf16 units: 1.34x the fp32 default's
-            decode round, 1.11x its step with the copy's own log-probs as ``π_old``, ``experiments/bench_vs_trl.py``),
+            weights, no per-op casts: unlike ``autocast``, faster on a CPU with bf16 units: ~1.5x the fp32 policy's
+            decode round and 1.20x its step with the copy's own log-probs as ``π_old``, ``experiments/bench_vs_trl.py``),
             its weights copied from the policy at every ``update_weights``; ``None`` decodes with the policy itself.
             A bf16 or fp32 copy's log-probs stand in for ``π_old`` under ``rollout_correction.old_logprobs=auto``
             (the tiny default's bf16 copy is 0.0018 nats from the trainer's bf16-autocast forward on average, the
