@@ -114,8 +114,9 @@ class HFEngine(EngineBase):
             batched matmuls per KV head and a mask kept for the whole call; full-attention models, else ``sdpa``).
         dtype: ``"bf16"`` / ``"fp16"`` / ``"fp32"``: decode with a copy of the policy cast to it (true low-precision
             weights, no per-op casts: unlike ``autocast``, faster on a CPU with bf16 units: ~1.5x the fp32 policy's
-            decode round and 1.20x its step with the copy's own log-probs as ``π_old``, ``experiments/bench_vs_trl.py``),
-            its weights copied from the policy at every ``update_weights``; ``None`` decodes with the policy itself.
+            decode round and 1.20x its step with the copy's own log-probs as ``π_old``,
+            ``experiments/bench_vs_trl.py``), its weights copied from the policy at every ``update_weights``;
+            ``None`` decodes with the policy itself.
             A bf16 or fp32 copy's log-probs stand in for ``π_old`` under ``rollout_correction.old_logprobs=auto``
             (the tiny default's bf16 copy is 0.0018 nats from the trainer's bf16-autocast forward on average, the
             fp32 policy itself 0.0013); ``old_logprobs=recompute`` recomputes ``π_old``, logs the gap as
